@@ -66,28 +66,40 @@ pub struct BatchVerifyError {
     pub error: VerifyError,
 }
 
-/// Checking a device certificate failed.
+/// Issuing, decoding or checking a device certificate failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum CertificateError {
-    /// The certificate's signature does not verify.
-    #[error("certificate signature does not verify")]
+    /// The certificate's signature does not verify: it was altered or damaged.
+    #[error(
+        "certificate signature does not verify; the certificate was altered or damaged, ask headquarters for a fresh copy"
+    )]
     BadSignature,
     /// The certificate was issued by another key than this headquarters' root.
-    #[error("certificate issued by {issuer}, not by this headquarters")]
+    #[error(
+        "certificate issued by {issuer}, not by this headquarters; was the device enrolled elsewhere?"
+    )]
     ForeignIssuer {
         /// Short form of the issuing key.
         issuer: String,
     },
     /// The certificate is not valid yet.
-    #[error("certificate is not valid before {not_before}")]
+    #[error(
+        "certificate of device {device} is not valid before {not_before}; check this machine's clock"
+    )]
     NotYetValid {
+        /// Short device id.
+        device: String,
         /// Start of validity.
         not_before: String,
     },
     /// The certificate has expired.
-    #[error("certificate expired on {not_after}; ask headquarters to re-enroll this device")]
+    #[error(
+        "certificate of device {device} expired on {not_after}; ask headquarters to re-enroll this device"
+    )]
     Expired {
+        /// Short device id.
+        device: String,
         /// End of validity.
         not_after: String,
     },
@@ -99,12 +111,82 @@ pub enum CertificateError {
         /// When it was revoked.
         since: String,
     },
-    /// The certificate bytes could not be decoded.
-    #[error("malformed certificate: {0}")]
-    Malformed(String),
-    /// A field of the certificate is out of range.
+    /// The revocation list given to check a certificate comes from another
+    /// headquarters key than the certificate.
+    #[error(
+        "the revocation list was issued by {issuer}, not by the certificate's headquarters {expected}; load the list of the same headquarters"
+    )]
+    ForeignRevocationList {
+        /// Short form of the list's issuer.
+        issuer: String,
+        /// Short form of the certificate's issuer.
+        expected: String,
+    },
+    /// The certificate bytes or text could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A field of the certificate breaks a rule (write without read, a
+    /// liaison with write rights, an empty validity period, ...).
     #[error("invalid certificate: {0}")]
     Invalid(String),
+}
+
+/// Decoding, checking or building a revocation list failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The list's signature does not verify: it was altered or damaged.
+    #[error(
+        "revocation list signature does not verify; the list was altered or damaged, fetch it again from headquarters"
+    )]
+    BadSignature,
+    /// The list was issued by another key than this headquarters' root.
+    #[error(
+        "revocation list issued by {issuer}, not by this headquarters; ignore it and fetch the list from headquarters"
+    )]
+    ForeignIssuer {
+        /// Short form of the issuing key.
+        issuer: String,
+    },
+    /// The list bytes could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A field of the list breaks a rule (entries out of order, a device
+    /// listed twice, an exhausted sequence number, ...).
+    #[error("invalid revocation list: {0}")]
+    Invalid(String),
+}
+
+/// A role or compartment name could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The text is not one of the role names.
+    #[error("unknown role {got:?}; valid roles are field, supervisor, liaison, relay")]
+    UnknownRole {
+        /// The text that was given (shortened when long).
+        got: String,
+    },
+    /// The text is not a valid compartment name.
+    #[error(
+        "invalid compartment name {got:?}: {reason}; use 1 to 64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+    )]
+    BadCompartment {
+        /// The text that was given (shortened when long).
+        got: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+}
+
+/// The start of `text`, for echoing untrusted input in an error message.
+pub(crate) fn excerpt(text: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    let mut out: String = text.chars().take(MAX_CHARS).collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Decoding a signed record (certificate, revocation list) failed.
@@ -136,5 +218,13 @@ pub enum DecodeError {
         len: usize,
         /// The limit.
         limit: usize,
+    },
+    /// A text form (such as a certificate file) could not be parsed.
+    #[error("not a valid {what} text: {detail}")]
+    BadText {
+        /// What was being parsed.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
     },
 }

@@ -218,8 +218,8 @@ mod sig_bytes {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let v: &[u8] = <&[u8]>::deserialize(d)
-            .or_else(|_| Err(D::Error::custom("expected 64 signature bytes")))?;
+        let v: &[u8] =
+            <&[u8]>::deserialize(d).map_err(|_| D::Error::custom("expected 64 signature bytes"))?;
         v.try_into()
             .map_err(|_| D::Error::invalid_length(v.len(), &"64 signature bytes"))
     }
