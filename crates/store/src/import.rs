@@ -1,0 +1,412 @@
+//! Import and export of signed changes (bundles now, sync sessions later),
+//! and re-verification of everything stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fieldsync_case::{
+    CaseDoc, ChangeHash, Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change,
+};
+use fieldsync_identity::{
+    CaseId, Encoded, Timestamp, decode_signed, encode_signed, sign, verify_batch,
+};
+use redb::{ReadableTable, TableHandle};
+use serde::Serialize;
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
+use crate::cases::{WriteTables, genesis_of};
+use crate::error::{BundleError, StoreError};
+use crate::rows::{CaseRow, decode};
+use crate::store::Store;
+use crate::tables::{CASE_LOG, CASES, LOG};
+
+/// What an import stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Cases the import carried.
+    pub cases: usize,
+    /// Cases this node did not have before.
+    pub new_cases: usize,
+    /// Changes stored.
+    pub stored: usize,
+    /// Changes already held (acknowledged and ignored).
+    pub duplicates: usize,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Genesis records checked.
+    pub cases: usize,
+    /// Signed changes checked.
+    pub changes: usize,
+    /// Every problem found, one line each (empty when all is well).
+    pub problems: Vec<String>,
+}
+
+/// Batch size for signature verification.
+const VERIFY_BATCH: usize = 256;
+
+impl Store {
+    /// Stores verified cases and changes in one durable transaction:
+    /// geneses first seen, then every change not already held, each case's
+    /// new changes applied to its document in one Automerge call. All or
+    /// nothing: any error leaves the store as it was.
+    pub fn import_verified(
+        &self,
+        batch: Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
+        now: Timestamp,
+    ) -> Result<ImportReport, BundleError> {
+        let mut report = ImportReport {
+            cases: batch.len(),
+            ..ImportReport::default()
+        };
+        let docs = self.write("import", |txn| -> Result<_, BundleError> {
+            let mut t = WriteTables::open(txn)?;
+            let mut docs = Vec::new();
+            for (genesis, changes) in batch {
+                let case = genesis.payload().value().case;
+                let key = self.seal.case_key(&case);
+                let genesis_bytes = encode_signed(genesis.as_signed());
+                let (mut row, is_new) = match self.read_row(&t.cases, &key)? {
+                    Some(row) if row.genesis == genesis_bytes => (row, false),
+                    Some(_) => {
+                        return Err(BundleError::GenesisConflict {
+                            case: case.to_string(),
+                        });
+                    }
+                    None => (
+                        CaseRow {
+                            genesis: genesis_bytes,
+                            title: String::new(),
+                            status: String::new(),
+                            priority: String::new(),
+                            change_count: 0,
+                            updated_at: now,
+                        },
+                        true,
+                    ),
+                };
+                let ordered = self.place_changes(&t, &key, &case, changes, &mut report)?;
+                if ordered.is_empty() && !is_new {
+                    continue;
+                }
+                report.new_cases += usize::from(is_new);
+                let mut doc = if is_new {
+                    CaseDoc::new(self.actor())
+                } else {
+                    self.load_doc(&case, &row, &t.snapshots, &t.case_log, &t.log)?
+                };
+                let raw: Vec<_> = ordered
+                    .iter()
+                    .map(|c| c.payload().change().clone())
+                    .collect();
+                doc.apply(raw).map_err(|error| BundleError::Apply {
+                    case: case.to_string(),
+                    error,
+                })?;
+                for change in &ordered {
+                    self.append_change(&mut t, &key, change, &mut row)?;
+                }
+                report.stored += ordered.len();
+                self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
+                docs.push((case, doc, row.change_count));
+            }
+            Ok(docs)
+        });
+        let docs: Vec<(CaseId, CaseDoc, u64)> = docs?;
+        for (case, doc, count) in docs {
+            self.put_cached(case, doc, count);
+        }
+        Ok(report)
+    }
+
+    /// Drops changes already stored (or repeated in the batch) and orders the
+    /// rest so that every change follows its dependencies.
+    fn place_changes(
+        &self,
+        t: &WriteTables<'_>,
+        key: &[u8; 16],
+        case: &CaseId,
+        changes: Vec<VerifiedChange>,
+        report: &mut ImportReport,
+    ) -> Result<Vec<VerifiedChange>, BundleError> {
+        let stored = |h: &ChangeHash| -> Result<bool, StoreError> {
+            Ok(t.changes
+                .get((key.as_slice(), h.0.as_slice()))
+                .map_err(|e| StoreError::db("import")(e.into()))?
+                .is_some())
+        };
+        let mut pending: BTreeMap<ChangeHash, VerifiedChange> = BTreeMap::new();
+        for change in changes {
+            let hash = change.payload().hash();
+            if stored(&hash)? || pending.contains_key(&hash) {
+                report.duplicates += 1;
+            } else {
+                pending.insert(hash, change);
+            }
+        }
+        let mut placed: BTreeSet<ChangeHash> = BTreeSet::new();
+        let mut ordered = Vec::with_capacity(pending.len());
+        loop {
+            let mut ready = Vec::new();
+            for (hash, change) in &pending {
+                let mut ok = true;
+                for dep in change.payload().deps() {
+                    if !(placed.contains(&dep) || stored(&dep)?) {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    ready.push(*hash);
+                }
+            }
+            if ready.is_empty() {
+                break;
+            }
+            for hash in ready {
+                if let Some(change) = pending.remove(&hash) {
+                    placed.insert(hash);
+                    ordered.push(change);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            return Err(BundleError::MissingDependencies {
+                case: case.to_string(),
+                count: pending.len(),
+            });
+        }
+        Ok(ordered)
+    }
+
+    /// Exports the given cases (all cases when `cases` is empty) as a bundle
+    /// signed by this device.
+    pub fn export_bundle(&self, cases: &[CaseId], now: Timestamp) -> Result<Vec<u8>, StoreError> {
+        let wanted: Vec<CaseId> = if cases.is_empty() {
+            self.list_cases()?.into_iter().map(|c| c.id).collect()
+        } else {
+            cases.to_vec()
+        };
+        let txn = self.read()?;
+        let e = |e: redb::TableError| StoreError::db("export")(e.into());
+        let rows = txn.open_table(CASES).map_err(e)?;
+        let case_log = txn.open_table(CASE_LOG).map_err(e)?;
+        let log = txn.open_table(LOG).map_err(e)?;
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut total = 0usize;
+        for case in &wanted {
+            let key = self.seal.case_key(case);
+            let row = self
+                .read_row(&rows, &key)?
+                .ok_or_else(|| StoreError::UnknownCase {
+                    query: case.to_string(),
+                })?;
+            let mut changes = Vec::with_capacity(row.change_count as usize);
+            let range = case_log
+                .range((key.as_slice(), 0)..(key.as_slice(), u64::MAX))
+                .map_err(|e| StoreError::db("export")(e.into()))?;
+            for entry in range {
+                let (_, seq) = entry.map_err(|e| StoreError::db("export")(e.into()))?;
+                let seq = seq.value();
+                let env = log
+                    .get(seq)
+                    .map_err(|e| StoreError::db("export")(e.into()))?
+                    .ok_or_else(|| StoreError::corrupt(format!("log entry {seq} is missing")))?;
+                changes.push(
+                    self.seal
+                        .open(LOG.name(), &seq.to_be_bytes(), env.value())?,
+                );
+            }
+            total += changes.len();
+            out.push(BundleCase {
+                genesis: row.genesis,
+                changes,
+            });
+        }
+        drop((rows, case_log, log, txn));
+        let body = Encoded::new(BundleBody {
+            version: BUNDLE_VERSION,
+            exporter: self.device.id().public_key().to_owned(),
+            created_at: now,
+            cases: out,
+        })?;
+        let signed = sign(body, self.device.key())?;
+        let mut file = BUNDLE_MAGIC.to_vec();
+        file.extend_from_slice(&encode_signed(signed.as_signed()));
+        self.audit(&AuditEvent {
+            at: now,
+            kind: AuditKind::BundleExported,
+            detail: format!("{} cases, {total} changes exported", wanted.len()),
+        })?;
+        Ok(file)
+    }
+
+    /// Imports a bundle: checks its framing and the exporter's signature,
+    /// verifies every genesis and change signature, and only then stores
+    /// everything in one durable transaction. On any error nothing is stored.
+    pub fn import_bundle(&self, bytes: &[u8], now: Timestamp) -> Result<ImportReport, BundleError> {
+        let result = decode_bundle(bytes).and_then(|batch| self.import_verified(batch, now));
+        let ev = match &result {
+            Ok(r) => AuditEvent {
+                at: now,
+                kind: AuditKind::BundleImported,
+                detail: format!(
+                    "{} cases ({} new), {} changes stored, {} already held",
+                    r.cases, r.new_cases, r.stored, r.duplicates
+                ),
+            },
+            Err(e) => AuditEvent {
+                at: now,
+                kind: AuditKind::BundleRejected,
+                detail: e.to_string(),
+            },
+        };
+        // The audit entry is best effort once the import itself has an outcome,
+        // except after a successful import, where a failing store must be reported.
+        if let (Err(e), Ok(_)) = (self.audit(&ev), &result) {
+            return Err(BundleError::Store(e));
+        }
+        result
+    }
+
+    /// Re-verifies every stored genesis and change signature.
+    pub fn verify_all(&self, now: Timestamp) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        {
+            let txn = self.read()?;
+            let e = |e: redb::TableError| StoreError::db("verify")(e.into());
+            let rows = txn.open_table(CASES).map_err(e)?;
+            for entry in rows
+                .iter()
+                .map_err(|e| StoreError::db("verify")(e.into()))?
+            {
+                let (k, v) = entry.map_err(|e| StoreError::db("verify")(e.into()))?;
+                report.cases += 1;
+                let plain = self.seal.open(CASES.name(), k.value(), v.value())?;
+                let row: CaseRow = decode(&plain, "case row")?;
+                let ok = decode_signed::<Genesis>(&row.genesis)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.verify().map_err(|e| e.to_string()));
+                if let Err(problem) = ok {
+                    report.problems.push(format!(
+                        "case key {}: genesis: {problem}",
+                        hex::encode(k.value())
+                    ));
+                }
+                let _ = genesis_of;
+            }
+            let log = txn.open_table(LOG).map_err(e)?;
+            let mut chunk: Vec<(u64, SignedChange)> = Vec::with_capacity(VERIFY_BATCH);
+            for entry in log.iter().map_err(|e| StoreError::db("verify")(e.into()))? {
+                let (k, v) = entry.map_err(|e| StoreError::db("verify")(e.into()))?;
+                let seq = k.value();
+                report.changes += 1;
+                let decoded = self
+                    .seal
+                    .open(LOG.name(), &seq.to_be_bytes(), v.value())
+                    .map_err(|e| e.to_string())
+                    .and_then(|plain| decode_change(&plain).map_err(|e| e.to_string()));
+                match decoded {
+                    Ok(signed) => chunk.push((seq, signed)),
+                    Err(problem) => report.problems.push(format!("log entry {seq}: {problem}")),
+                }
+                if chunk.len() == VERIFY_BATCH {
+                    verify_chunk(std::mem::take(&mut chunk), &mut report.problems);
+                }
+            }
+            verify_chunk(chunk, &mut report.problems);
+        }
+        self.audit(&AuditEvent {
+            at: now,
+            kind: AuditKind::Verified,
+            detail: format!(
+                "{} geneses and {} changes re-verified, {} problems",
+                report.cases,
+                report.changes,
+                report.problems.len()
+            ),
+        })?;
+        Ok(report)
+    }
+}
+
+fn verify_chunk(chunk: Vec<(u64, SignedChange)>, problems: &mut Vec<String>) {
+    if chunk.is_empty() {
+        return;
+    }
+    let (seqs, signed): (Vec<u64>, Vec<SignedChange>) = chunk.into_iter().unzip();
+    if verify_batch(signed.clone()).is_ok() {
+        return;
+    }
+    for (seq, s) in seqs.into_iter().zip(signed) {
+        if let Err(e) = s.verify() {
+            problems.push(format!("log entry {seq}: {e}"));
+        }
+    }
+}
+
+/// Decodes and verifies a whole bundle, stopping at the first problem.
+pub fn decode_bundle(
+    bytes: &[u8],
+) -> Result<Vec<(VerifiedGenesis, Vec<VerifiedChange>)>, BundleError> {
+    if bytes.len() > MAX_BUNDLE_LEN + BUNDLE_MAGIC.len() {
+        return Err(BundleError::TooLarge {
+            len: bytes.len(),
+            limit: MAX_BUNDLE_LEN,
+        });
+    }
+    let body = bytes
+        .strip_prefix(BUNDLE_MAGIC.as_slice())
+        .ok_or(BundleError::NotABundle)?;
+    let signed = decode_signed::<BundleBody>(body).map_err(BundleError::Malformed)?;
+    let verified = signed.verify().map_err(BundleError::BadBundleSignature)?;
+    let (body, _, _) = verified.into_parts();
+    let body = body.value();
+    if body.version != BUNDLE_VERSION {
+        return Err(BundleError::Malformed(
+            fieldsync_identity::DecodeError::UnsupportedVersion {
+                what: "bundle",
+                version: body.version,
+            },
+        ));
+    }
+    let mut out = Vec::with_capacity(body.cases.len());
+    for (ci, bc) in body.cases.iter().enumerate() {
+        let genesis = decode_signed::<Genesis>(&bc.genesis)
+            .map_err(|e| BundleError::BadGenesis {
+                case: format!("#{ci}"),
+                detail: e.to_string(),
+            })?
+            .verify()
+            .map_err(|e| BundleError::BadGenesis {
+                case: format!("#{ci}"),
+                detail: e.to_string(),
+            })?;
+        let case = genesis.payload().value().case;
+        let mut signed = Vec::with_capacity(bc.changes.len());
+        for (index, env) in bc.changes.iter().enumerate() {
+            let change = decode_change(env).map_err(|error| BundleError::BadChange {
+                case: case.to_string(),
+                index,
+                error,
+            })?;
+            if change.payload().case() != case {
+                return Err(BundleError::WrongCase {
+                    case: case.to_string(),
+                    index,
+                    signed_for: change.payload().case().to_string(),
+                });
+            }
+            signed.push(change);
+        }
+        let changes = verify_batch(signed).map_err(|e| BundleError::BadChangeSignature {
+            case: case.to_string(),
+            index: e.index,
+            error: e.error,
+        })?;
+        out.push((genesis, changes));
+    }
+    Ok(out)
+}

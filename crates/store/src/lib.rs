@@ -1,0 +1,51 @@
+//! The FieldSync store: one redb file per node holding its cases, the
+//! signed change log, per-case heads and snapshots, the outbox, the
+//! quarantine and the audit trail.
+//!
+//! What it is: the durable half of a node. Every write is one durable redb
+//! transaction, so a local edit is reported done only once it survives power
+//! loss; after a failed commit the handle refuses writes until reopened. Every
+//! signed change is kept (the evidence); documents load from a compacted
+//! snapshot plus the changes stored after it.
+//!
+//! What it is not: it does no networking, spawns no tasks and reads neither
+//! the clock nor the OS random generator — time and randomness are arguments.
+//!
+//! ```
+//! use fieldsync_case::CaseKind;
+//! use fieldsync_identity::{CaseId, Timestamp};
+//! use fieldsync_store::{NewCase, NewDevice, Store};
+//!
+//! let now = Timestamp::from_millis(1_700_000_000_000);
+//! let store = Store::create_in_memory(NewDevice { seed: [1; 32], name: "rome-laptop", epoch: [2; 16], now })?;
+//! let case = store.create_case(&NewCase {
+//!     id: CaseId::from_bytes([3; 16]),
+//!     kind: CaseKind::CulturalProperty,
+//!     office: "rome",
+//!     compartment: "antiquities",
+//!     title: "Looted stele",
+//! }, now)?;
+//! store.edit_case(&case, now, "add note", |doc| doc.add_note(store.device().id(), now, "Seen at the port"))?;
+//! assert_eq!(store.case_record(&case)?.notes.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod audit;
+mod bundle;
+mod cases;
+mod error;
+mod import;
+mod migrations;
+mod rows;
+mod seal;
+mod store;
+mod tables;
+
+pub use audit::{AuditEvent, AuditKind, QuarantineEntry};
+pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
+pub use cases::{CaseListing, NewCase, SNAPSHOT_EVERY};
+pub use error::{BundleError, SealError, StoreError};
+pub use import::{ImportReport, VerifyReport, decode_bundle};
+pub use seal::{PlainSeal, Seal};
+pub use store::{LocalDevice, NewDevice, Store};

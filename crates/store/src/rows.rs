@@ -1,0 +1,55 @@
+//! Row types stored (postcard-encoded, then sealed) in the tables.
+
+use fieldsync_identity::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::StoreError;
+
+/// `meta-1/device`: this device's identity.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct DeviceRecord {
+    /// The ed25519 secret seed.
+    pub(crate) seed: [u8; 32],
+    /// The device name given at `init`.
+    pub(crate) name: String,
+    /// Bumped on restore from a backup.
+    pub(crate) incarnation: u32,
+    /// When the store was created (ms since epoch).
+    pub(crate) created_at: i64,
+}
+
+/// `cases-1` value.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct CaseRow {
+    /// The signed genesis envelope, exactly as received or created.
+    pub(crate) genesis: Vec<u8>,
+    /// Title for listings.
+    pub(crate) title: String,
+    /// Status name for listings.
+    pub(crate) status: String,
+    /// Priority name for listings.
+    pub(crate) priority: String,
+    /// Number of changes stored for this case (= next `case-log-1` index).
+    pub(crate) change_count: u64,
+    /// When this node last stored a change of the case.
+    pub(crate) updated_at: Timestamp,
+}
+
+/// `snapshots-1` value.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    /// The snapshot covers `case-log-1` entries `0..upto`.
+    pub(crate) upto: u64,
+    /// `CaseDoc::save()` bytes.
+    pub(crate) doc: Vec<u8>,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::corrupt(format!("encoding a row: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::corrupt(format!("{what}: {e}")))
+}

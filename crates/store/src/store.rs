@@ -1,0 +1,481 @@
+//! Opening and creating a store; the durable write path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fieldsync_case::CaseDoc;
+use fieldsync_identity::{CaseId, DeviceId, SecretKey, Timestamp};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle,
+    WriteTransaction,
+};
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::error::{StorageFailure, StoreError};
+use crate::migrations;
+pub(crate) use crate::rows::DeviceRecord;
+use crate::rows::{decode, encode};
+use crate::seal::{PlainSeal, Seal};
+use crate::tables::{AUDIT, META};
+
+/// This device: its key, name and incarnation, loaded from the store.
+pub struct LocalDevice {
+    key: SecretKey,
+    id: DeviceId,
+    name: String,
+    incarnation: u32,
+    created_at: Timestamp,
+}
+
+impl LocalDevice {
+    /// The device id (its public key).
+    pub fn id(&self) -> DeviceId {
+        self.id
+    }
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The device's incarnation (part of its Automerge actor id).
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+    /// When the store was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    pub(crate) fn key(&self) -> &SecretKey {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for LocalDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDevice")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `create` needs to make a new device store. Randomness and time are
+/// the caller's: this crate reads neither the OS clock nor its RNG.
+pub struct NewDevice<'a> {
+    /// 32 random bytes: the device's ed25519 secret seed.
+    pub seed: [u8; 32],
+    /// The device name.
+    pub name: &'a str,
+    /// 16 random bytes naming this store's log epoch.
+    pub epoch: [u8; 16],
+    /// Creation time.
+    pub now: Timestamp,
+}
+
+/// Most documents the store keeps loaded between operations.
+const DOC_CACHE: usize = 32;
+
+/// A FieldSync store: one redb file holding a node's cases, its signed
+/// change log, outbox, quarantine and audit trail.
+///
+/// Every write is one durable transaction: when a method that writes
+/// returns `Ok`, its effect survives a crash or power loss. After a failed
+/// commit the handle is poisoned and refuses further writes.
+pub struct Store {
+    pub(crate) db: Database,
+    pub(crate) seal: Box<dyn Seal>,
+    pub(crate) device: LocalDevice,
+    poisoned: AtomicBool,
+    /// Loaded documents, keyed by case, with the change count they reflect.
+    docs: Mutex<HashMap<CaseId, (CaseDoc, u64)>>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Busy {
+            path: path.to_owned(),
+        },
+        source => StoreError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+impl Store {
+    /// Creates a new store file at `path` with a new device identity.
+    /// Fails with [`StoreError::AlreadyExists`] if there is one.
+    pub fn create(path: &Path, device: NewDevice<'_>) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::AlreadyExists {
+                path: path.to_owned(),
+            });
+        }
+        let db = Database::create(path).map_err(|e| open_error(path, e))?;
+        Self::initialize(db, device, Some(path.to_owned()))
+    }
+
+    /// Creates a store in memory (for simulations and tests).
+    pub fn create_in_memory(device: NewDevice<'_>) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| open_error(Path::new(":memory:"), e))?;
+        Self::initialize(db, device, None)
+    }
+
+    /// Creates a store on any redb storage backend (simulations use this to
+    /// inject crashes and I/O failures).
+    pub fn create_with_backend(
+        backend: impl redb::StorageBackend,
+        device: NewDevice<'_>,
+    ) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(Path::new(":backend:"), e))?;
+        Self::initialize(db, device, None)
+    }
+
+    /// Opens an existing store.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::NotInitialized {
+                path: path.to_owned(),
+            });
+        }
+        let db = Database::open(path).map_err(|e| open_error(path, e))?;
+        Self::from_db(db, Some(path.to_owned()))
+    }
+
+    fn initialize(
+        db: Database,
+        new: NewDevice<'_>,
+        path: Option<PathBuf>,
+    ) -> Result<Self, StoreError> {
+        let seal = PlainSeal;
+        let record = DeviceRecord {
+            seed: new.seed,
+            name: new.name.to_owned(),
+            incarnation: 0,
+            created_at: new.now.as_millis(),
+        };
+        let device_bytes = encode(&record)?;
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| StoreError::db("create")(e.into()))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::db("create")(e.into()))?;
+        migrations::run(&txn, 0)?;
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| StoreError::db("create")(e.into()))?;
+            let put = |meta: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]| {
+                meta.insert(k, seal.seal(META.name(), k.as_bytes(), v).as_slice())
+                    .map(|_| ())
+                    .map_err(|e| StoreError::db("create")(e.into()))
+            };
+            put(&mut meta, "schema", &migrations::CURRENT.to_le_bytes())?;
+            put(&mut meta, "device", &device_bytes)?;
+            put(&mut meta, "counter", &1u64.to_le_bytes())?;
+            put(&mut meta, "epoch", &new.epoch)?;
+        }
+        {
+            let mut audit = txn
+                .open_table(AUDIT)
+                .map_err(|e| StoreError::db("create")(e.into()))?;
+            let ev = AuditEvent {
+                at: new.now,
+                kind: AuditKind::StoreCreated,
+                detail: format!("device '{}' created", new.name),
+            };
+            audit
+                .insert(
+                    1,
+                    seal.seal(AUDIT.name(), &1u64.to_be_bytes(), &encode(&ev)?)
+                        .as_slice(),
+                )
+                .map_err(|e| StoreError::db("create")(e.into()))?;
+        }
+        txn.commit()
+            .map_err(|e| StoreError::db("commit")(e.into()))?;
+        Self::from_db(db, path)
+    }
+
+    fn from_db(db: Database, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let seal: Box<dyn Seal> = Box::new(PlainSeal);
+        // Bring the schema up to date first (a no-op on current stores).
+        let schema = {
+            let txn = db
+                .begin_read()
+                .map_err(|e| StoreError::db("open")(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| match e {
+                redb::TableError::TableDoesNotExist(_) => {
+                    StoreError::corrupt("the file has no FieldSync tables")
+                }
+                e => StoreError::db("open")(e.into()),
+            })?;
+            let v = read_meta(&meta, seal.as_ref(), "schema")?
+                .ok_or_else(|| StoreError::corrupt("missing schema version"))?;
+            u32::from_le_bytes(fixed(&v, "schema version")?)
+        };
+        if schema != migrations::CURRENT {
+            let mut txn = db
+                .begin_write()
+                .map_err(|e| StoreError::db("migrate")(e.into()))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| StoreError::db("migrate")(e.into()))?;
+            migrations::run(&txn, schema)?;
+            {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| StoreError::db("migrate")(e.into()))?;
+                meta.insert(
+                    "schema",
+                    seal.seal(META.name(), b"schema", &migrations::CURRENT.to_le_bytes())
+                        .as_slice(),
+                )
+                .map_err(|e| StoreError::db("migrate")(e.into()))?;
+            }
+            txn.commit()
+                .map_err(|e| StoreError::db("commit")(e.into()))?;
+        }
+        let record: DeviceRecord = {
+            let txn = db
+                .begin_read()
+                .map_err(|e| StoreError::db("open")(e.into()))?;
+            let meta = txn
+                .open_table(META)
+                .map_err(|e| StoreError::db("open")(e.into()))?;
+            let v = read_meta(&meta, seal.as_ref(), "device")?
+                .ok_or_else(|| StoreError::corrupt("missing device identity"))?;
+            decode(&v, "device identity")?
+        };
+        let key = SecretKey::from_seed(&record.seed);
+        let device = LocalDevice {
+            id: DeviceId::from_public_key(key.public()),
+            key,
+            name: record.name.clone(),
+            incarnation: record.incarnation,
+            created_at: Timestamp::from_millis(record.created_at),
+        };
+        Ok(Self {
+            db,
+            seal,
+            device,
+            poisoned: AtomicBool::new(false),
+            docs: Mutex::new(HashMap::new()),
+            path,
+        })
+    }
+
+    /// This device.
+    pub fn device(&self) -> &LocalDevice {
+        &self.device
+    }
+
+    /// The file this store lives in (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether an earlier commit failed (the handle then refuses writes).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// This log's epoch: 16 bytes chosen when the store was created.
+    pub fn epoch(&self) -> Result<[u8; 16], StoreError> {
+        let txn = self.read()?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db("read epoch")(e.into()))?;
+        let v = read_meta(&meta, self.seal.as_ref(), "epoch")?
+            .ok_or_else(|| StoreError::corrupt("missing epoch"))?;
+        fixed(&v, "epoch")
+    }
+
+    pub(crate) fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db
+            .begin_read()
+            .map_err(|e| StoreError::db("begin read")(e.into()))
+    }
+
+    /// Runs `f` in one write transaction and commits it durably. If `f`
+    /// fails, nothing is written. If the commit fails, the store is poisoned.
+    pub(crate) fn write<R, E: From<StoreError> + StorageFailure>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
+    ) -> Result<R, E> {
+        if self.is_poisoned() {
+            return Err(StoreError::Poisoned.into());
+        }
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(op)(e.into()))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::db(op)(e.into()))?;
+        let result = match f(&txn) {
+            Ok(r) => r,
+            Err(e) => {
+                // After an I/O failure redb's state is suspect: refuse writes until reopened.
+                if e.is_storage_failure() {
+                    self.poisoned.store(true, Ordering::SeqCst);
+                    tracing::error!(op, "I/O failure in a write; store poisoned");
+                }
+                // Aborting discards every write of `f`; an abort error adds nothing useful.
+                let _ = txn.abort();
+                return Err(e);
+            }
+        };
+        if let Err(e) = txn.commit() {
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(op, error = %e, "commit failed; store poisoned");
+            return Err(StoreError::db("commit")(e.into()).into());
+        }
+        Ok(result)
+    }
+
+    /// Takes a cached document for `case` if it reflects `change_count` changes.
+    pub(crate) fn take_cached(&self, case: &CaseId, change_count: u64) -> Option<CaseDoc> {
+        let mut docs = self.docs.lock().ok()?;
+        match docs.remove(case) {
+            Some((doc, n)) if n == change_count => Some(doc),
+            _ => None,
+        }
+    }
+
+    /// Returns a document to the cache (only after its state is committed).
+    pub(crate) fn put_cached(&self, case: CaseId, doc: CaseDoc, change_count: u64) {
+        if let Ok(mut docs) = self.docs.lock() {
+            if docs.len() >= DOC_CACHE
+                && !docs.contains_key(&case)
+                && let Some(victim) = docs.keys().next().copied()
+            {
+                docs.remove(&victim);
+            }
+            docs.insert(case, (doc, change_count));
+        }
+    }
+
+    /// Allocates the next device signing counter inside `txn`.
+    pub(crate) fn next_counter(&self, txn: &WriteTransaction) -> Result<u64, StoreError> {
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db("counter")(e.into()))?;
+        let v = read_meta(&meta, self.seal.as_ref(), "counter")?
+            .ok_or_else(|| StoreError::corrupt("missing signing counter"))?;
+        let counter = u64::from_le_bytes(fixed(&v, "signing counter")?);
+        let next = counter
+            .checked_add(1)
+            .ok_or_else(|| StoreError::corrupt("signing counter exhausted"))?;
+        meta.insert(
+            "counter",
+            self.seal
+                .seal(META.name(), b"counter", &next.to_le_bytes())
+                .as_slice(),
+        )
+        .map_err(|e| StoreError::db("counter")(e.into()))?;
+        Ok(counter)
+    }
+
+    /// Gives freed pages back to the file system (redb does not on its own:
+    /// many small durable commits grow the file). Run it when idle.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        if self.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        self.db
+            .compact()
+            .map_err(|e| StoreError::db("compact")(e.into()))
+    }
+
+    /// A device setting (e.g. the default office), if set.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.read()?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db("read setting")(e.into()))?;
+        read_meta(&meta, self.seal.as_ref(), &format!("setting/{name}"))?
+            .map(|v| String::from_utf8(v).map_err(|_| StoreError::corrupt("setting is not UTF-8")))
+            .transpose()
+    }
+
+    /// Sets a device setting, durably.
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let key = format!("setting/{name}");
+        self.write("write setting", |txn| {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| StoreError::db("write setting")(e.into()))?;
+            meta.insert(
+                key.as_str(),
+                self.seal
+                    .seal(META.name(), key.as_bytes(), value.as_bytes())
+                    .as_slice(),
+            )
+            .map_err(|e| StoreError::db("write setting")(e.into()))?;
+            Ok(())
+        })
+    }
+
+    /// Appends an audit event inside `txn`.
+    pub(crate) fn audit_in(
+        &self,
+        txn: &WriteTransaction,
+        ev: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut audit = txn
+            .open_table(AUDIT)
+            .map_err(|e| StoreError::db("audit")(e.into()))?;
+        let next = audit
+            .last()
+            .map_err(|e| StoreError::db("audit")(e.into()))?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
+        let bytes = self
+            .seal
+            .seal(AUDIT.name(), &next.to_be_bytes(), &encode(ev)?);
+        audit
+            .insert(next, bytes.as_slice())
+            .map_err(|e| StoreError::db("audit")(e.into()))?;
+        Ok(())
+    }
+
+    /// Records an audit event in its own durable transaction.
+    pub fn audit(&self, ev: &AuditEvent) -> Result<(), StoreError> {
+        self.write("audit", |txn| self.audit_in(txn, ev))
+    }
+}
+
+pub(crate) fn read_meta(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    seal: &dyn Seal,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match meta
+        .get(key)
+        .map_err(|e| StoreError::db("read meta")(e.into()))?
+    {
+        Some(v) => Ok(Some(seal.open(META.name(), key.as_bytes(), v.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::corrupt(format!("{what}: expected {N} bytes, found {}", v.len())))
+}
