@@ -89,21 +89,16 @@ pub fn validate_office(office: &str) -> Result<(), CaseError> {
     Ok(())
 }
 
-/// Checks a compartment name: 1..=64 characters of `[a-z0-9._-]`.
+/// Checks a compartment name with the rules of [`fieldsync_identity::Compartment`]
+/// (1..=64 characters of `[a-z0-9._-]`, starting with a letter or digit), so
+/// that a case's compartment is always one a certificate can name.
 pub fn validate_compartment(compartment: &str) -> Result<(), CaseError> {
-    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b);
-    if compartment.is_empty()
-        || compartment.len() > COMPARTMENT_MAX_CHARS
-        || !compartment.bytes().all(ok_char)
-    {
-        return Err(CaseError::InvalidValue {
+    fieldsync_identity::Compartment::new(compartment)
+        .map(|_| ())
+        .map_err(|e| CaseError::InvalidValue {
             field: "compartment",
-            reason: format!(
-                "{compartment:?} must be 1 to {COMPARTMENT_MAX_CHARS} characters of a-z, 0-9, '.', '_' and '-'"
-            ),
-        });
-    }
-    Ok(())
+            reason: e.to_string(),
+        })
 }
 
 /// Builds and encodes a new genesis (version [`GENESIS_VERSION`]), ready to

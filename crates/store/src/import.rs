@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fieldsync_case::{
     CaseDoc, ChangeHash, Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change,
+    verify_genesis,
 };
 use fieldsync_identity::{
     CaseId, Encoded, Timestamp, decode_signed, encode_signed, sign, verify_batch,
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
-use crate::cases::{WriteTables, genesis_of};
+use crate::cases::WriteTables;
 use crate::error::{BundleError, StoreError};
 use crate::rows::{CaseRow, decode};
 use crate::store::Store;
@@ -288,14 +289,13 @@ impl Store {
                 let row: CaseRow = decode(&plain, "case row")?;
                 let ok = decode_signed::<Genesis>(&row.genesis)
                     .map_err(|e| e.to_string())
-                    .and_then(|s| s.verify().map_err(|e| e.to_string()));
+                    .and_then(|s| verify_genesis(s).map(|_| ()).map_err(|e| e.to_string()));
                 if let Err(problem) = ok {
                     report.problems.push(format!(
                         "case key {}: genesis: {problem}",
                         hex::encode(k.value())
                     ));
                 }
-                let _ = genesis_of;
             }
             let log = txn.open_table(LOG).map_err(e)?;
             let mut chunk: Vec<(u64, SignedChange)> = Vec::with_capacity(VERIFY_BATCH);
@@ -378,11 +378,12 @@ pub fn decode_bundle(
             .map_err(|e| BundleError::BadGenesis {
                 case: format!("#{ci}"),
                 detail: e.to_string(),
-            })?
-            .verify()
-            .map_err(|e| BundleError::BadGenesis {
-                case: format!("#{ci}"),
-                detail: e.to_string(),
+            })
+            .and_then(|signed| {
+                verify_genesis(signed).map_err(|e| BundleError::BadGenesis {
+                    case: format!("#{ci}"),
+                    detail: e.to_string(),
+                })
             })?;
         let case = genesis.payload().value().case;
         let mut signed = Vec::with_capacity(bc.changes.len());
