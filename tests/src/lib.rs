@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Path of a workspace binary, built on first use if a test run did not build it.
+/// Path of a workspace binary, (re)built once per test process so that a
+/// test never runs a stale binary (cargo does not rebuild the binaries of
+/// other packages for a test run; the build is a no-op when they are fresh).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     // target/<profile>/deps/<test-exe> → target/<profile>/<name>
@@ -30,23 +32,20 @@ pub fn binary(name: &str) -> PathBuf {
             }
         })
         .unwrap_or_else(|| PathBuf::from("target/debug"));
-    let path = dir.join(name);
-    if !path.exists() {
-        BUILT.get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--bins", "-p", "fieldsync-agent"]);
-            if dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status();
-            assert!(
-                matches!(status, Ok(s) if s.success()),
-                "building {name} failed: {status:?}"
-            );
-        });
-    }
-    path
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bins", "-p", "fieldsync-agent"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "building the FieldSync binaries failed: {status:?}"
+        );
+    });
+    dir.join(name)
 }
 
 /// One agent with its own data directory.

@@ -7,14 +7,14 @@ use fieldsync_case::{
 use fieldsync_identity::{
     ActorBinding, CaseId, Encoded, Timestamp, decode_signed, encode_signed, sign,
 };
-use redb::{ReadableTable, ReadableTableMetadata, Table, TableHandle, WriteTransaction};
+use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, Snapshot, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASE_LOG, CASES, CHANGES, HEADS, LOG, OUTBOX, SNAPSHOTS};
+use crate::tables::{CASES, CHANGES, LOG, META, SNAPSHOTS};
 
 /// A new snapshot is written once this many changes have accumulated after the last one.
 pub const SNAPSHOT_EVERY: u64 = 128;
@@ -62,10 +62,7 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) cases: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) log: Table<'t, u64, &'static [u8]>,
     pub(crate) changes: Table<'t, (&'static [u8], &'static [u8]), u64>,
-    pub(crate) case_log: Table<'t, (&'static [u8], u64), u64>,
-    pub(crate) heads: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) snapshots: Table<'t, &'static [u8], &'static [u8]>,
-    pub(crate) outbox: Table<'t, u64, ()>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -75,10 +72,7 @@ impl<'t> WriteTables<'t> {
             cases: txn.open_table(CASES).map_err(e)?,
             log: txn.open_table(LOG).map_err(e)?,
             changes: txn.open_table(CHANGES).map_err(e)?,
-            case_log: txn.open_table(CASE_LOG).map_err(e)?,
-            heads: txn.open_table(HEADS).map_err(e)?,
             snapshots: txn.open_table(SNAPSHOTS).map_err(e)?,
-            outbox: txn.open_table(OUTBOX).map_err(e)?,
         })
     }
 }
@@ -113,63 +107,81 @@ impl Store {
         case: &CaseId,
         row: &CaseRow,
         snapshots: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        case_log: &impl ReadableTable<(&'static [u8], u64), u64>,
+        changes: &impl ReadableTable<(&'static [u8], &'static [u8]), u64>,
         log: &impl ReadableTable<u64, &'static [u8]>,
     ) -> Result<CaseDoc, StoreError> {
         if let Some(doc) = self.take_cached(case, row.change_count) {
             return Ok(doc);
         }
         let key = self.seal.case_key(case);
-        let (mut doc, upto) = match snapshots
+        let mut doc = match snapshots
             .get(key.as_slice())
             .map_err(dbe("read snapshot"))?
         {
-            Some(v) => {
+            Some(v) if row.snapshot_seq > 0 => {
                 let plain = self.seal.open(SNAPSHOTS.name(), &key, v.value())?;
                 let snap: Snapshot = decode(&plain, "snapshot")?;
-                (CaseDoc::load(&snap.doc, self.actor())?, snap.upto)
+                CaseDoc::load(&snap.doc, self.actor())?
             }
-            None => (CaseDoc::new(self.actor()), 0),
+            _ => CaseDoc::new(self.actor()),
         };
-        let mut changes = Vec::new();
-        let range = case_log
-            .range((key.as_slice(), upto)..(key.as_slice(), u64::MAX))
-            .map_err(dbe("read case log"))?;
-        for entry in range {
-            let (_, seq) = entry.map_err(dbe("read case log"))?;
-            let seq = seq.value();
-            let env = log
-                .get(seq)
-                .map_err(dbe("read log"))?
-                .ok_or_else(|| StoreError::corrupt(format!("log entry {seq} is missing")))?;
-            let plain = self
-                .seal
-                .open(LOG.name(), &seq.to_be_bytes(), env.value())?;
-            let signed = decode_change(&plain)
-                .map_err(|e| StoreError::corrupt(format!("log entry {seq}: {e}")))?;
-            changes.push(signed.payload().change().clone());
+        let tail = case_seqs(changes, &key, row.snapshot_seq)?;
+        let mut batch = Vec::with_capacity(tail.len());
+        for seq in tail {
+            let signed = self.read_log(log, seq)?;
+            batch.push(signed.payload().change().clone());
         }
-        if !changes.is_empty() {
-            doc.apply(changes)?;
+        if !batch.is_empty() {
+            doc.apply(batch)?;
         }
         Ok(doc)
     }
 
-    /// Stores one verified change: log, index, per-case log, outbox. The
-    /// caller has already applied it to `doc` (or made it there).
+    /// Reads and decodes one log entry.
+    pub(crate) fn read_log(
+        &self,
+        log: &impl ReadableTable<u64, &'static [u8]>,
+        seq: u64,
+    ) -> Result<fieldsync_case::SignedChange, StoreError> {
+        let plain = self.read_log_bytes(log, seq)?;
+        decode_change(&plain).map_err(|e| StoreError::corrupt(format!("log entry {seq}: {e}")))
+    }
+
+    /// Reads one log entry's envelope bytes.
+    pub(crate) fn read_log_bytes(
+        &self,
+        log: &impl ReadableTable<u64, &'static [u8]>,
+        seq: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let env = log
+            .get(seq)
+            .map_err(dbe("read log"))?
+            .ok_or_else(|| StoreError::corrupt(format!("log entry {seq} is missing")))?;
+        Ok(self
+            .seal
+            .open(LOG.name(), &seq.to_be_bytes(), env.value())?)
+    }
+
+    /// The next log sequence number.
+    pub(crate) fn next_seq(&self, t: &WriteTables<'_>) -> Result<u64, StoreError> {
+        Ok(t.log
+            .last()
+            .map_err(dbe("append"))?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1))
+    }
+
+    /// Stores one verified change at log position `seq` (from
+    /// [`Store::next_seq`]) and indexes it by (case, hash). The caller has
+    /// already applied it to the case's document (or made it there).
     pub(crate) fn append_change(
         &self,
         t: &mut WriteTables<'_>,
         key: &[u8; 16],
+        seq: u64,
         change: &VerifiedChange,
         row: &mut CaseRow,
-    ) -> Result<u64, StoreError> {
-        let seq = t
-            .log
-            .last()
-            .map_err(dbe("append"))?
-            .map(|(k, _)| k.value() + 1)
-            .unwrap_or(1);
+    ) -> Result<(), StoreError> {
         let env = encode_change(change.as_signed());
         t.log
             .insert(
@@ -183,12 +195,10 @@ impl Store {
         t.changes
             .insert((key.as_slice(), hash.0.as_slice()), seq)
             .map_err(dbe("append"))?;
-        t.case_log
-            .insert((key.as_slice(), row.change_count), seq)
-            .map_err(dbe("append"))?;
-        t.outbox.insert(seq, ()).map_err(dbe("append"))?;
         row.change_count += 1;
-        Ok(seq)
+        row.since_snapshot += 1;
+        row.last_seq = seq;
+        Ok(())
     }
 
     /// Writes a case's row, heads and (when due) snapshot after changes were stored.
@@ -205,29 +215,9 @@ impl Store {
         row.status = summary.status.to_string();
         row.priority = summary.priority.to_string();
         row.updated_at = now;
-        let heads: Vec<u8> = doc.heads()?.iter().flat_map(|h| h.0).collect();
-        t.heads
-            .insert(
-                key.as_slice(),
-                self.seal.seal(HEADS.name(), key, &heads).as_slice(),
-            )
-            .map_err(dbe("write heads"))?;
-        let upto = match t
-            .snapshots
-            .get(key.as_slice())
-            .map_err(dbe("read snapshot"))?
-        {
-            Some(v) => {
-                let plain = self.seal.open(SNAPSHOTS.name(), key, v.value())?;
-                decode::<Snapshot>(&plain, "snapshot")?.upto
-            }
-            None => 0,
-        };
-        if row.change_count - upto >= SNAPSHOT_EVERY {
-            let snap = Snapshot {
-                upto: row.change_count,
-                doc: doc.save()?,
-            };
+        row.heads = doc.heads()?.iter().map(|h| h.0).collect();
+        if row.since_snapshot >= SNAPSHOT_EVERY {
+            let snap = Snapshot { doc: doc.save()? };
             t.snapshots
                 .insert(
                     key.as_slice(),
@@ -236,6 +226,8 @@ impl Store {
                         .as_slice(),
                 )
                 .map_err(dbe("write snapshot"))?;
+            row.snapshot_seq = row.last_seq;
+            row.since_snapshot = 0;
         }
         t.cases
             .insert(
@@ -272,20 +264,10 @@ impl Store {
             let change = doc
                 .commit(now, &format!("create {} case", new.kind))?
                 .ok_or_else(|| StoreError::corrupt("a new case produced no change"))?;
-            let counter = self.next_counter(txn)?;
-            let signed = sign(
-                payload_for_local(new.id, counter, change),
-                self.device.key(),
-            )?;
-            let mut row = CaseRow {
-                genesis: genesis_bytes.clone(),
-                title: String::new(),
-                status: String::new(),
-                priority: String::new(),
-                change_count: 0,
-                updated_at: now,
-            };
-            self.append_change(&mut t, &key, &signed, &mut row)?;
+            let seq = self.next_seq(&t)?;
+            let signed = sign(payload_for_local(new.id, seq, change), self.device.key())?;
+            let mut row = CaseRow::new(genesis_bytes.clone(), now);
+            self.append_change(&mut t, &key, seq, &signed, &mut row)?;
             self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
             drop(t);
             self.audit_in(
@@ -321,15 +303,17 @@ impl Store {
                     .ok_or_else(|| StoreError::UnknownCase {
                         query: case.to_string(),
                     })?;
-            let mut doc = self.load_doc(case, &row, &t.snapshots, &t.case_log, &t.log)?;
+            let mut doc = self.load_doc(case, &row, &t.snapshots, &t.changes, &t.log)?;
             edit(&mut doc)?;
             let Some(change) = doc.commit(now, message)? else {
                 return Ok(None);
             };
-            let counter = self.next_counter(txn)?;
-            let signed = sign(payload_for_local(*case, counter, change), self.device.key())?;
+            // The signing counter is the change's position in this device's
+            // log: unique and increasing for this device, at no extra write.
+            let seq = self.next_seq(&t)?;
+            let signed = sign(payload_for_local(*case, seq, change), self.device.key())?;
             let hash = signed.payload().hash();
-            self.append_change(&mut t, &key, &signed, &mut row)?;
+            self.append_change(&mut t, &key, seq, &signed, &mut row)?;
             self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
             Ok(Some((hash, doc, row.change_count)))
         })?;
@@ -416,9 +400,9 @@ impl Store {
                 query: case.to_string(),
             })?;
         let snapshots = txn.open_table(SNAPSHOTS).map_err(e)?;
-        let case_log = txn.open_table(CASE_LOG).map_err(e)?;
+        let changes = txn.open_table(CHANGES).map_err(e)?;
         let log = txn.open_table(LOG).map_err(e)?;
-        let mut doc = self.load_doc(case, &row, &snapshots, &case_log, &log)?;
+        let mut doc = self.load_doc(case, &row, &snapshots, &changes, &log)?;
         let genesis = genesis_of(&row)?;
         let out = f(genesis.value(), &mut doc)?;
         self.put_cached(*case, doc, row.change_count);
@@ -440,14 +424,46 @@ impl Store {
         self.with_case(case, |_, doc| doc.history())
     }
 
-    /// Number of stored changes not yet acknowledged by a relay.
+    /// Number of stored changes not yet acknowledged by a relay: the outbox
+    /// is the log after the last position a relay acknowledged.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
         let txn = self.read()?;
-        let outbox = txn
-            .open_table(OUTBOX)
-            .map_err(|e| StoreError::db("outbox")(e.into()))?;
-        outbox.len().map_err(dbe("outbox"))
+        let e = |e: redb::TableError| StoreError::db("outbox")(e.into());
+        let log = txn.open_table(LOG).map_err(e)?;
+        let meta = txn.open_table(META).map_err(e)?;
+        let acked = crate::store::read_meta(&meta, self.seal.as_ref(), "outbox-acked")?
+            .map(|v| crate::store::fixed::<8>(&v, "outbox position").map(u64::from_le_bytes))
+            .transpose()?
+            .unwrap_or(0);
+        let last = log
+            .last()
+            .map_err(dbe("outbox"))?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0);
+        Ok(last.saturating_sub(acked))
     }
+}
+
+/// Log positions of a case's changes stored after `after`, in log order.
+pub(crate) fn case_seqs(
+    changes: &impl ReadableTable<(&'static [u8], &'static [u8]), u64>,
+    key: &[u8; 16],
+    after: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let lo: &[u8] = &[0u8; 32];
+    let hi: &[u8] = &[0xffu8; 32];
+    let mut seqs = Vec::new();
+    for entry in changes
+        .range((key.as_slice(), lo)..=(key.as_slice(), hi))
+        .map_err(dbe("read case changes"))?
+    {
+        let (_, seq) = entry.map_err(dbe("read case changes"))?;
+        if seq.value() > after {
+            seqs.push(seq.value());
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
 }
 
 /// Decodes a row's genesis (verified when it was stored).

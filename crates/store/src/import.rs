@@ -15,11 +15,11 @@ use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
-use crate::cases::WriteTables;
+use crate::cases::{WriteTables, case_seqs};
 use crate::error::{BundleError, StoreError};
 use crate::rows::{CaseRow, decode};
 use crate::store::Store;
-use crate::tables::{CASE_LOG, CASES, LOG};
+use crate::tables::{CASES, CHANGES, LOG};
 
 /// What an import stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -76,17 +76,7 @@ impl Store {
                             case: case.to_string(),
                         });
                     }
-                    None => (
-                        CaseRow {
-                            genesis: genesis_bytes,
-                            title: String::new(),
-                            status: String::new(),
-                            priority: String::new(),
-                            change_count: 0,
-                            updated_at: now,
-                        },
-                        true,
-                    ),
+                    None => (CaseRow::new(genesis_bytes, now), true),
                 };
                 let ordered = self.place_changes(&t, &key, &case, changes, &mut report)?;
                 if ordered.is_empty() && !is_new {
@@ -96,7 +86,7 @@ impl Store {
                 let mut doc = if is_new {
                     CaseDoc::new(self.actor())
                 } else {
-                    self.load_doc(&case, &row, &t.snapshots, &t.case_log, &t.log)?
+                    self.load_doc(&case, &row, &t.snapshots, &t.changes, &t.log)?
                 };
                 let raw: Vec<_> = ordered
                     .iter()
@@ -107,7 +97,8 @@ impl Store {
                     error,
                 })?;
                 for change in &ordered {
-                    self.append_change(&mut t, &key, change, &mut row)?;
+                    let seq = self.next_seq(&t)?;
+                    self.append_change(&mut t, &key, seq, change, &mut row)?;
                 }
                 report.stored += ordered.len();
                 self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
@@ -193,7 +184,7 @@ impl Store {
         let txn = self.read()?;
         let e = |e: redb::TableError| StoreError::db("export")(e.into());
         let rows = txn.open_table(CASES).map_err(e)?;
-        let case_log = txn.open_table(CASE_LOG).map_err(e)?;
+        let index = txn.open_table(CHANGES).map_err(e)?;
         let log = txn.open_table(LOG).map_err(e)?;
         let mut out = Vec::with_capacity(wanted.len());
         let mut total = 0usize;
@@ -205,20 +196,8 @@ impl Store {
                     query: case.to_string(),
                 })?;
             let mut changes = Vec::with_capacity(row.change_count as usize);
-            let range = case_log
-                .range((key.as_slice(), 0)..(key.as_slice(), u64::MAX))
-                .map_err(|e| StoreError::db("export")(e.into()))?;
-            for entry in range {
-                let (_, seq) = entry.map_err(|e| StoreError::db("export")(e.into()))?;
-                let seq = seq.value();
-                let env = log
-                    .get(seq)
-                    .map_err(|e| StoreError::db("export")(e.into()))?
-                    .ok_or_else(|| StoreError::corrupt(format!("log entry {seq} is missing")))?;
-                changes.push(
-                    self.seal
-                        .open(LOG.name(), &seq.to_be_bytes(), env.value())?,
-                );
+            for seq in case_seqs(&index, &key, 0)? {
+                changes.push(self.read_log_bytes(&log, seq)?);
             }
             total += changes.len();
             out.push(BundleCase {
@@ -226,7 +205,7 @@ impl Store {
                 changes,
             });
         }
-        drop((rows, case_log, log, txn));
+        drop((rows, index, log, txn));
         let body = Encoded::new(BundleBody {
             version: BUNDLE_VERSION,
             exporter: self.device.id().public_key().to_owned(),

@@ -4,9 +4,7 @@
 use redb::WriteTransaction;
 
 use crate::error::StoreError;
-use crate::tables::{
-    AUDIT, CASE_LOG, CASES, CHANGES, HEADS, LOG, META, OUTBOX, QUARANTINE, SNAPSHOTS,
-};
+use crate::tables::{AUDIT, CASES, CHANGES, LOG, META, QUARANTINE, SNAPSHOTS};
 
 /// One schema step.
 type Step = fn(&WriteTransaction) -> Result<(), redb::Error>;
@@ -20,10 +18,7 @@ fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(CASES)?;
     txn.open_table(LOG)?;
     txn.open_table(CHANGES)?;
-    txn.open_table(CASE_LOG)?;
-    txn.open_table(HEADS)?;
     txn.open_table(SNAPSHOTS)?;
-    txn.open_table(OUTBOX)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(AUDIT)?;
     Ok(())

@@ -31,18 +31,43 @@ pub(crate) struct CaseRow {
     pub(crate) status: String,
     /// Priority name for listings.
     pub(crate) priority: String,
-    /// Number of changes stored for this case (= next `case-log-1` index).
+    /// The case's current heads (change hashes), sorted.
+    pub(crate) heads: Vec<[u8; 32]>,
+    /// Number of changes stored for this case.
     pub(crate) change_count: u64,
+    /// Log position of the case's latest change.
+    pub(crate) last_seq: u64,
+    /// The snapshot holds every change of the case at log positions up to
+    /// this one (0: no snapshot).
+    pub(crate) snapshot_seq: u64,
+    /// Changes stored since the snapshot.
+    pub(crate) since_snapshot: u64,
     /// When this node last stored a change of the case.
     pub(crate) updated_at: Timestamp,
+}
+
+impl CaseRow {
+    /// A row for a case with no changes yet.
+    pub(crate) fn new(genesis: Vec<u8>, now: Timestamp) -> Self {
+        Self {
+            genesis,
+            title: String::new(),
+            status: String::new(),
+            priority: String::new(),
+            heads: Vec::new(),
+            change_count: 0,
+            last_seq: 0,
+            snapshot_seq: 0,
+            since_snapshot: 0,
+            updated_at: now,
+        }
+    }
 }
 
 /// `snapshots-1` value.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Snapshot {
-    /// The snapshot covers `case-log-1` entries `0..upto`.
-    pub(crate) upto: u64,
-    /// `CaseDoc::save()` bytes.
+    /// `CaseDoc::save()` bytes, covering the changes up to the row's `snapshot_seq`.
     pub(crate) doc: Vec<u8>,
 }
 

@@ -188,7 +188,6 @@ impl Store {
             };
             put(&mut meta, "schema", &migrations::CURRENT.to_le_bytes())?;
             put(&mut meta, "device", &device_bytes)?;
-            put(&mut meta, "counter", &1u64.to_le_bytes())?;
             put(&mut meta, "epoch", &new.epoch)?;
         }
         {
@@ -369,27 +368,6 @@ impl Store {
             }
             docs.insert(case, (doc, change_count));
         }
-    }
-
-    /// Allocates the next device signing counter inside `txn`.
-    pub(crate) fn next_counter(&self, txn: &WriteTransaction) -> Result<u64, StoreError> {
-        let mut meta = txn
-            .open_table(META)
-            .map_err(|e| StoreError::db("counter")(e.into()))?;
-        let v = read_meta(&meta, self.seal.as_ref(), "counter")?
-            .ok_or_else(|| StoreError::corrupt("missing signing counter"))?;
-        let counter = u64::from_le_bytes(fixed(&v, "signing counter")?);
-        let next = counter
-            .checked_add(1)
-            .ok_or_else(|| StoreError::corrupt("signing counter exhausted"))?;
-        meta.insert(
-            "counter",
-            self.seal
-                .seal(META.name(), b"counter", &next.to_le_bytes())
-                .as_slice(),
-        )
-        .map_err(|e| StoreError::db("counter")(e.into()))?;
-        Ok(counter)
     }
 
     /// Gives freed pages back to the file system (redb does not on its own:
