@@ -72,8 +72,8 @@ fn synthetic_case(
         let t = Timestamp::from_millis(T0 + i as i64 * 1000);
         if i % 3 == 0 {
             doc.set_field(
-                fieldsync_case::Field::Status,
-                if i % 2 == 0 { "active" } else { "open" },
+                fieldsync_case::Field::Title,
+                &format!("Synthetic case, revision {i}"),
             )
             .unwrap();
         } else {
