@@ -217,6 +217,9 @@ pub(crate) fn scalar_json(s: &ScalarValue) -> serde_json::Value {
 /// Reads typed values out of a [`Node`] tree, noting what does not fit.
 struct Fields<'a> {
     problems: &'a mut Vec<String>,
+    /// Device ids already parsed (parsing decompresses a curve point; a case
+    /// has thousands of entries by a handful of devices).
+    devices: BTreeMap<String, DeviceId>,
 }
 
 /// `path/k`, or `k` at the root.
@@ -294,7 +297,16 @@ impl Fields<'_> {
 
     fn device(&mut self, m: &BTreeMap<String, Node>, k: &str, path: &str) -> Option<DeviceId> {
         let parsed = match m.get(k) {
-            Some(Node::Scalar(ScalarValue::Str(s))) => s.parse().ok(),
+            Some(Node::Scalar(ScalarValue::Str(s))) => match self.devices.get(s.as_str()) {
+                Some(d) => Some(*d),
+                None => {
+                    let d: Option<DeviceId> = s.parse().ok();
+                    if let Some(d) = d {
+                        self.devices.insert(s.to_string(), d);
+                    }
+                    d
+                }
+            },
             _ => None,
         };
         if parsed.is_none() {
@@ -329,7 +341,10 @@ fn build_record(
     conflicts: Vec<Conflict>,
     problems: &mut Vec<String>,
 ) -> CaseRecord {
-    let mut f = Fields { problems };
+    let mut f = Fields {
+        problems,
+        devices: BTreeMap::new(),
+    };
     let empty = BTreeMap::new();
     let root = f.map(Some(root), "document").unwrap_or(&empty);
     if !root.contains_key(key::SCHEMA) {
