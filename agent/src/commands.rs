@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, anyhow, bail};
 use fieldsync_case::{CaseDoc, CaseKind, CaseRecord, CustodyInput, Field, ItemId, SubjectInput};
 use fieldsync_identity::{CaseId, Timestamp};
-use fieldsync_store::{NewCase, NewDevice, Store};
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
 use crate::cli::{
     CaseCommand, Cli, Command, EvidenceCommand, SubjectCommand, SummaryCommand, TaskCommand,
@@ -127,6 +127,7 @@ fn init(dir: &Path, name: &str, office: Option<&str>, compartment: Option<&str>)
             name,
             epoch: random()?,
             now: now(),
+            kind: StoreKind::Device,
         },
     )?;
     if let Some(office) = office {

@@ -17,7 +17,7 @@ use fieldsync_case::{
     CaseDoc, CaseKind, VerifiedChange, VerifiedGenesis, new_genesis, payload_for_local,
 };
 use fieldsync_identity::{CaseId, DeviceId, SecretKey, Timestamp, sign};
-use fieldsync_store::{NewCase, NewDevice, Store};
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 use redb::{Database, Durability, TableDefinition};
 
 const T0: i64 = 1_790_000_000_000;
@@ -34,6 +34,7 @@ fn new_store(path: &Path) -> Store {
             name: "bench",
             epoch: [4; 16],
             now: Timestamp::from_millis(T0),
+            kind: StoreKind::Device,
         },
     )
     .unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fieldsync_case::CaseKind;
 use fieldsync_identity::{CaseId, Timestamp};
-use fieldsync_store::{NewCase, NewDevice, Store};
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 use fieldsync_tests::Agent;
 
 /// A small deterministic generator (xorshift64*), seeded and printed so a failure replays.
@@ -111,6 +111,7 @@ fn kill_9_during_edit_bursts_loses_nothing_acknowledged() {
                 name: "crash",
                 epoch: [1; 16],
                 now,
+                kind: StoreKind::Device,
             },
         )
         .unwrap();

@@ -15,6 +15,7 @@ use fieldsync_identity::{
 };
 use fieldsync_store::{
     BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, BundleError, NewCase, NewDevice, Store,
+    StoreKind,
 };
 use fieldsync_tests::Agent;
 
@@ -138,6 +139,7 @@ fn store_with_a_case(path: &std::path::Path) -> Store {
             name: "hq-laptop",
             epoch: [2; 16],
             now: now(),
+            kind: StoreKind::Device,
         },
     )
     .unwrap();

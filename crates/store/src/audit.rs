@@ -1,13 +1,13 @@
 //! The audit trail and the quarantine: what happened on this node, and what it holds back.
 
-use fieldsync_identity::Timestamp;
-use redb::{ReadableTable, TableHandle};
+use fieldsync_identity::{CaseId, DeviceId, Timestamp};
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::rows::decode;
-use crate::store::Store;
-use crate::tables::{AUDIT, QUARANTINE};
+use crate::rows::{decode, encode};
+use crate::store::{Store, read_meta_u64, write_meta};
+use crate::tables::{AUDIT, META, QUARANTINE};
 
 /// What an audit event records.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +39,21 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
-/// A validly signed change held back: never applied, never forwarded.
+/// A validly signed change held back: never applied, never forwarded,
+/// unless a supervisor releases it ([`Store::release_quarantine`]) and it is
+/// ingested again.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineEntry {
     /// When it was quarantined.
     pub at: Timestamp,
     /// Why.
     pub reason: String,
+    /// The case it belongs to.
+    pub case: CaseId,
+    /// The device that signed it.
+    pub signer: DeviceId,
+    /// The signed genesis bytes of its case (so that it can be ingested on release).
+    pub genesis: Vec<u8>,
     /// The signed change envelope, exactly as received.
     pub change: Vec<u8>,
 }
@@ -89,5 +97,59 @@ impl Store {
             out.push((k.value(), decode(&plain, "quarantine entry")?));
         }
         Ok(out)
+    }
+
+    /// Removes a quarantine entry and returns it, for the caller to ingest
+    /// again (a supervisor released it). Fails with
+    /// [`StoreError::UnknownQuarantine`] when there is no entry `id`.
+    pub fn release_quarantine(&self, id: u64) -> Result<QuarantineEntry, StoreError> {
+        self.write("release quarantine", |txn| {
+            let mut table = txn
+                .open_table(QUARANTINE)
+                .map_err(|e| StoreError::db("release quarantine")(e.into()))?;
+            let sealed = table
+                .remove(id)
+                .map_err(|e| StoreError::db("release quarantine")(e.into()))?
+                .ok_or(StoreError::UnknownQuarantine { id })?
+                .value()
+                .to_vec();
+            let plain = self
+                .seal
+                .open(QUARANTINE.name(), &id.to_be_bytes(), &sealed)?;
+            decode(&plain, "quarantine entry")
+        })
+    }
+
+    /// Appends entries to the quarantine inside `txn`; returns how many.
+    /// Ids are never reused, even after a release.
+    pub(crate) fn quarantine_in(
+        &self,
+        txn: &WriteTransaction,
+        entries: Vec<QuarantineEntry>,
+    ) -> Result<usize, StoreError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let e = |e: redb::TableError| StoreError::db("quarantine")(e.into());
+        let mut table = txn.open_table(QUARANTINE).map_err(e)?;
+        let mut meta = txn.open_table(META).map_err(e)?;
+        let mut last = read_meta_u64(&meta, self.seal.as_ref(), "quarantine-last")?;
+        let n = entries.len();
+        for entry in entries {
+            last += 1;
+            let sealed = self
+                .seal
+                .seal(QUARANTINE.name(), &last.to_be_bytes(), &encode(&entry)?);
+            table
+                .insert(last, sealed.as_slice())
+                .map_err(|e| StoreError::db("quarantine")(e.into()))?;
+        }
+        write_meta(
+            &mut meta,
+            self.seal.as_ref(),
+            "quarantine-last",
+            &last.to_le_bytes(),
+        )?;
+        Ok(n)
     }
 }

@@ -1,7 +1,7 @@
 //! Cases: creating them, local edits, and reading them back.
 
 use fieldsync_case::{
-    CaseDoc, CaseKind, CaseRecord, ChangeHash, Conflict, Genesis, HistoryEntry, VerifiedChange,
+    CaseDoc, CaseKind, CaseRecord, ChangeHash, Conflict, Genesis, HistoryEntry, SignedChange,
     decode_change, encode_change, new_genesis, payload_for_local,
 };
 use fieldsync_identity::{
@@ -128,7 +128,7 @@ impl Store {
         let tail = case_seqs(changes, &key, row.snapshot_seq)?;
         let mut batch = Vec::with_capacity(tail.len());
         for seq in tail {
-            let signed = self.read_log(log, seq)?;
+            let signed = self.read_log_change(log, seq)?;
             batch.push(signed.payload().change().clone());
         }
         if !batch.is_empty() {
@@ -138,11 +138,11 @@ impl Store {
     }
 
     /// Reads and decodes one log entry.
-    pub(crate) fn read_log(
+    pub(crate) fn read_log_change(
         &self,
         log: &impl ReadableTable<u64, &'static [u8]>,
         seq: u64,
-    ) -> Result<fieldsync_case::SignedChange, StoreError> {
+    ) -> Result<SignedChange, StoreError> {
         let plain = self.read_log_bytes(log, seq)?;
         decode_change(&plain).map_err(|e| StoreError::corrupt(format!("log entry {seq}: {e}")))
     }
@@ -171,18 +171,20 @@ impl Store {
             .unwrap_or(1))
     }
 
-    /// Stores one verified change at log position `seq` (from
-    /// [`Store::next_seq`]) and indexes it by (case, hash). The caller has
-    /// already applied it to the case's document (or made it there).
+    /// Stores one change at log position `seq` (from [`Store::next_seq`])
+    /// and indexes it by (case, hash). The change was verified before it
+    /// reached the store (a held change was verified when it was held). On a
+    /// device store the caller has already applied it to the case's document
+    /// (or made it there).
     pub(crate) fn append_change(
         &self,
         t: &mut WriteTables<'_>,
         key: &[u8; 16],
         seq: u64,
-        change: &VerifiedChange,
+        change: &SignedChange,
         row: &mut CaseRow,
     ) -> Result<(), StoreError> {
-        let env = encode_change(change.as_signed());
+        let env = encode_change(change);
         t.log
             .insert(
                 seq,
@@ -229,6 +231,16 @@ impl Store {
             row.snapshot_seq = row.last_seq;
             row.since_snapshot = 0;
         }
+        self.write_row(t, key, row)
+    }
+
+    /// Writes a case's row.
+    pub(crate) fn write_row(
+        &self,
+        t: &mut WriteTables<'_>,
+        key: &[u8; 16],
+        row: &CaseRow,
+    ) -> Result<(), StoreError> {
         t.cases
             .insert(
                 key.as_slice(),
@@ -236,6 +248,19 @@ impl Store {
             )
             .map_err(dbe("write case"))?;
         Ok(())
+    }
+
+    /// Whether the change `hash` of the case stored under `key` is in the log.
+    pub(crate) fn is_stored(
+        &self,
+        changes: &impl ReadableTable<(&'static [u8], &'static [u8]), u64>,
+        key: &[u8; 16],
+        hash: &ChangeHash,
+    ) -> Result<bool, StoreError> {
+        Ok(changes
+            .get((key.as_slice(), hash.0.as_slice()))
+            .map_err(dbe("look up a change"))?
+            .is_some())
     }
 
     /// Creates a case: its signed genesis and a first signed change that lays
@@ -267,7 +292,7 @@ impl Store {
             let seq = self.next_seq(&t)?;
             let signed = sign(payload_for_local(new.id, seq, change), self.device.key())?;
             let mut row = CaseRow::new(genesis_bytes.clone(), now);
-            self.append_change(&mut t, &key, seq, &signed, &mut row)?;
+            self.append_change(&mut t, &key, seq, signed.as_signed(), &mut row)?;
             self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
             drop(t);
             self.audit_in(
@@ -313,7 +338,7 @@ impl Store {
             let seq = self.next_seq(&t)?;
             let signed = sign(payload_for_local(*case, seq, change), self.device.key())?;
             let hash = signed.payload().hash();
-            self.append_change(&mut t, &key, seq, &signed, &mut row)?;
+            self.append_change(&mut t, &key, seq, signed.as_signed(), &mut row)?;
             self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
             Ok(Some((hash, doc, row.change_count)))
         })?;
@@ -424,17 +449,15 @@ impl Store {
         self.with_case(case, |_, doc| doc.history())
     }
 
-    /// Number of stored changes not yet acknowledged by a relay: the outbox
-    /// is the log after the last position a relay acknowledged.
+    /// Number of stored changes not yet acknowledged by a peer: the outbox
+    /// is the log after the highest position any peer acknowledged
+    /// ([`Store::set_peer_ack`], [`Store::store_receipt`]).
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
         let txn = self.read()?;
         let e = |e: redb::TableError| StoreError::db("outbox")(e.into());
         let log = txn.open_table(LOG).map_err(e)?;
         let meta = txn.open_table(META).map_err(e)?;
-        let acked = crate::store::read_meta(&meta, self.seal.as_ref(), "outbox-acked")?
-            .map(|v| crate::store::fixed::<8>(&v, "outbox position").map(u64::from_le_bytes))
-            .transpose()?
-            .unwrap_or(0);
+        let acked = crate::store::read_meta_u64(&meta, self.seal.as_ref(), "outbox-acked")?;
         let last = log
             .last()
             .map_err(dbe("outbox"))?

@@ -117,6 +117,12 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("encoding failed: {0}")]
     Encode(#[from] DecodeError),
+    /// No quarantine entry has this id (released already, or never there).
+    #[error("no quarantine entry {id}; the quarantine list shows the held changes")]
+    UnknownQuarantine {
+        /// The id asked for.
+        id: u64,
+    },
 }
 
 impl StoreError {
@@ -129,7 +135,7 @@ impl StoreError {
     }
 }
 
-/// Importing a bundle failed. Nothing of the bundle was stored.
+/// Importing a bundle or ingesting a sync batch failed. Nothing of it was stored.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum BundleError {
@@ -204,6 +210,14 @@ pub enum BundleError {
         /// How many changes could not be placed.
         count: usize,
     },
+    /// Holding this batch's changes that wait for their dependencies would take
+    /// the pending table over its limits; nothing of the batch was stored.
+    #[error(
+        "too many changes wait for their dependencies (limits: {} changes, {} MiB); nothing of this batch was stored: repair the missing cases first",
+        crate::MAX_PENDING_CHANGES,
+        crate::MAX_PENDING_BYTES >> 20
+    )]
+    PendingFull,
     /// Automerge failed (or panicked) applying the bundle's changes; the case is unchanged.
     #[error("case {case}: applying the changes failed: {error}")]
     Apply {

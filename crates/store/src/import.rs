@@ -1,11 +1,8 @@
 //! Import and export of signed changes (bundles now, sync sessions later),
 //! and re-verification of everything stored.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use fieldsync_case::{
-    CaseDoc, ChangeHash, Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change,
-    verify_genesis,
+    Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change, verify_genesis,
 };
 use fieldsync_identity::{
     CaseId, Encoded, Timestamp, decode_signed, encode_signed, sign, verify_batch,
@@ -15,8 +12,9 @@ use serde::Serialize;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
-use crate::cases::{WriteTables, case_seqs};
+use crate::cases::case_seqs;
 use crate::error::{BundleError, StoreError};
+use crate::ingest::{Tally, Unplaced};
 use crate::rows::{CaseRow, decode};
 use crate::store::Store;
 use crate::tables::{CASES, CHANGES, LOG};
@@ -51,126 +49,29 @@ const VERIFY_BATCH: usize = 256;
 impl Store {
     /// Stores verified cases and changes in one durable transaction:
     /// geneses first seen, then every change not already held, each case's
-    /// new changes applied to its document in one Automerge call. All or
-    /// nothing: any error leaves the store as it was.
+    /// new changes applied to its document in one Automerge call (on a device
+    /// store; a relay store touches no document). All or nothing: any error
+    /// leaves the store as it was. A bundle must be self-contained: a change
+    /// whose dependencies are neither in the batch nor stored refuses the
+    /// whole batch ([`BundleError::MissingDependencies`]). This is
+    /// [`Store::ingest`] without a cursor, a quarantine or pending changes.
     pub fn import_verified(
         &self,
         batch: Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
         now: Timestamp,
     ) -> Result<ImportReport, BundleError> {
-        let mut report = ImportReport {
-            cases: batch.len(),
-            ..ImportReport::default()
-        };
-        let docs = self.write("import", |txn| -> Result<_, BundleError> {
-            let mut t = WriteTables::open(txn)?;
-            let mut docs = Vec::new();
-            for (genesis, changes) in batch {
-                let case = genesis.payload().value().case;
-                let key = self.seal.case_key(&case);
-                let genesis_bytes = encode_signed(genesis.as_signed());
-                let (mut row, is_new) = match self.read_row(&t.cases, &key)? {
-                    Some(row) if row.genesis == genesis_bytes => (row, false),
-                    Some(_) => {
-                        return Err(BundleError::GenesisConflict {
-                            case: case.to_string(),
-                        });
-                    }
-                    None => (CaseRow::new(genesis_bytes, now), true),
-                };
-                let ordered = self.place_changes(&t, &key, &case, changes, &mut report)?;
-                if ordered.is_empty() && !is_new {
-                    continue;
-                }
-                report.new_cases += usize::from(is_new);
-                let mut doc = if is_new {
-                    CaseDoc::new(self.actor())
-                } else {
-                    self.load_doc(&case, &row, &t.snapshots, &t.changes, &t.log)?
-                };
-                let raw: Vec<_> = ordered
-                    .iter()
-                    .map(|c| c.payload().change().clone())
-                    .collect();
-                doc.apply(raw).map_err(|error| BundleError::Apply {
-                    case: case.to_string(),
-                    error,
-                })?;
-                for change in &ordered {
-                    let seq = self.next_seq(&t)?;
-                    self.append_change(&mut t, &key, seq, change, &mut row)?;
-                }
-                report.stored += ordered.len();
-                self.finish_case(&mut t, &key, &mut row, &mut doc, now)?;
-                docs.push((case, doc, row.change_count));
-            }
-            Ok(docs)
-        });
-        let docs: Vec<(CaseId, CaseDoc, u64)> = docs?;
-        for (case, doc, count) in docs {
-            self.put_cached(case, doc, count);
-        }
-        Ok(report)
-    }
-
-    /// Drops changes already stored (or repeated in the batch) and orders the
-    /// rest so that every change follows its dependencies.
-    fn place_changes(
-        &self,
-        t: &WriteTables<'_>,
-        key: &[u8; 16],
-        case: &CaseId,
-        changes: Vec<VerifiedChange>,
-        report: &mut ImportReport,
-    ) -> Result<Vec<VerifiedChange>, BundleError> {
-        let stored = |h: &ChangeHash| -> Result<bool, StoreError> {
-            Ok(t.changes
-                .get((key.as_slice(), h.0.as_slice()))
-                .map_err(|e| StoreError::db("import")(e.into()))?
-                .is_some())
-        };
-        let mut pending: BTreeMap<ChangeHash, VerifiedChange> = BTreeMap::new();
-        for change in changes {
-            let hash = change.payload().hash();
-            if stored(&hash)? || pending.contains_key(&hash) {
-                report.duplicates += 1;
-            } else {
-                pending.insert(hash, change);
-            }
-        }
-        let mut placed: BTreeSet<ChangeHash> = BTreeSet::new();
-        let mut ordered = Vec::with_capacity(pending.len());
-        loop {
-            let mut ready = Vec::new();
-            for (hash, change) in &pending {
-                let mut ok = true;
-                for dep in change.payload().deps() {
-                    if !(placed.contains(&dep) || stored(&dep)?) {
-                        ok = false;
-                        break;
-                    }
-                }
-                if ok {
-                    ready.push(*hash);
-                }
-            }
-            if ready.is_empty() {
-                break;
-            }
-            for hash in ready {
-                if let Some(change) = pending.remove(&hash) {
-                    placed.insert(hash);
-                    ordered.push(change);
-                }
-            }
-        }
-        if !pending.is_empty() {
-            return Err(BundleError::MissingDependencies {
-                case: case.to_string(),
-                count: pending.len(),
-            });
-        }
-        Ok(ordered)
+        let cases = batch.len();
+        let mut tally = Tally::default();
+        let docs = self.write("import", |txn| {
+            self.store_cases(txn, batch, Unplaced::Refuse, now, &mut tally)
+        })?;
+        self.cache_all(docs);
+        Ok(ImportReport {
+            cases,
+            new_cases: tally.new_cases,
+            stored: tally.stored,
+            duplicates: tally.duplicates,
+        })
     }
 
     /// Exports the given cases (all cases when `cases` is empty) as a bundle

@@ -1,12 +1,18 @@
 //! The FieldSync store: one redb file per node holding its cases, the
-//! signed change log, per-case heads and snapshots, the outbox, the
-//! quarantine and the audit trail.
+//! signed change log, per-case heads and snapshots, peers' cursors and
+//! acknowledgements (the outbox), receipts, pending changes, the quarantine,
+//! known peers, the revocation list and the audit trail.
 //!
 //! What it is: the durable half of a node. Every write is one durable redb
 //! transaction, so a local edit is reported done only once it survives power
 //! loss; after a failed commit the handle refuses writes until reopened. Every
 //! signed change is kept (the evidence); documents load from a compacted
-//! snapshot plus the changes stored after it.
+//! snapshot plus the changes stored after it. A [`StoreKind::Device`] store
+//! materializes documents as changes arrive; a [`StoreKind::Relay`] store
+//! keeps changes by their headers and never loads a document to store or
+//! route one. The sync engine reads the log with [`Store::read_log`] and
+//! stores a peer's batch with its cursor in one transaction with
+//! [`Store::ingest`].
 //!
 //! What it is not: it does no networking, spawns no tasks and reads neither
 //! the clock nor the OS random generator — time and randomness are arguments.
@@ -14,10 +20,12 @@
 //! ```
 //! use fieldsync_case::CaseKind;
 //! use fieldsync_identity::{CaseId, Timestamp};
-//! use fieldsync_store::{NewCase, NewDevice, Store};
+//! use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 //!
 //! let now = Timestamp::from_millis(1_700_000_000_000);
-//! let store = Store::create_in_memory(NewDevice { seed: [1; 32], name: "rome-laptop", epoch: [2; 16], now })?;
+//! let store = Store::create_in_memory(NewDevice {
+//!     seed: [1; 32], name: "rome-laptop", epoch: [2; 16], now, kind: StoreKind::Device,
+//! })?;
 //! let case = store.create_case(&NewCase {
 //!     id: CaseId::from_bytes([3; 16]),
 //!     kind: CaseKind::CulturalProperty,
@@ -36,10 +44,13 @@ mod bundle;
 mod cases;
 mod error;
 mod import;
+mod ingest;
 mod migrations;
+mod peers;
 mod rows;
 mod seal;
 mod store;
+mod sync;
 mod tables;
 
 pub use audit::{AuditEvent, AuditKind, QuarantineEntry};
@@ -47,5 +58,8 @@ pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDL
 pub use cases::{CaseListing, NewCase, SNAPSHOT_EVERY};
 pub use error::{BundleError, SealError, StoreError};
 pub use import::{ImportReport, VerifyReport, decode_bundle};
+pub use ingest::{Ingest, IngestReport, MAX_PENDING_BYTES, MAX_PENDING_CHANGES};
+pub use peers::{PeerRecord, StoredReceipt};
 pub use seal::{PlainSeal, Seal};
-pub use store::{LocalDevice, NewDevice, Store};
+pub use store::{LocalDevice, NewDevice, Store, StoreKind};
+pub use sync::{CaseHeads, Cursor, LogBatch, LogEntry, READ_LOG_SCAN_LIMIT};

@@ -4,7 +4,10 @@
 use redb::WriteTransaction;
 
 use crate::error::StoreError;
-use crate::tables::{AUDIT, CASES, CHANGES, LOG, META, QUARANTINE, SNAPSHOTS};
+use crate::tables::{
+    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, PENDING, QUARANTINE, RECEIPTS,
+    SNAPSHOTS,
+};
 
 /// One schema step.
 type Step = fn(&WriteTransaction) -> Result<(), redb::Error>;
@@ -21,6 +24,11 @@ fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(SNAPSHOTS)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(PENDING)?;
+    txn.open_table(CURSORS)?;
+    txn.open_table(ACKS)?;
+    txn.open_table(RECEIPTS)?;
+    txn.open_table(DEVICES)?;
     Ok(())
 }
 

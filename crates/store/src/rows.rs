@@ -64,6 +64,17 @@ impl CaseRow {
     }
 }
 
+/// `pending-1` value: a verified change waiting for its dependencies.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PendingRow {
+    /// The signed genesis envelope of the change's case (the case may not be stored yet).
+    pub(crate) genesis: Vec<u8>,
+    /// The hashes the change depends on (so readiness is known without parsing the change).
+    pub(crate) deps: Vec<[u8; 32]>,
+    /// The signed change envelope, exactly as received.
+    pub(crate) change: Vec<u8>,
+}
+
 /// `snapshots-1` value.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Snapshot {

@@ -61,8 +61,44 @@ impl std::fmt::Debug for LocalDevice {
     }
 }
 
-/// What `create` needs to make a new device store. Randomness and time are
-/// the caller's: this crate reads neither the OS clock nor its RNG.
+/// What a store is for, fixed when it is created.
+///
+/// A device store materializes every case it holds: incoming changes are
+/// applied to the case's Automerge document, so listings and records are
+/// always current. A relay store never loads a document to store or route a
+/// change: it keeps changes by their headers and each case's heads from the
+/// changes' dependency lists (headquarters views materialize later, lazily).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// A field device: documents are materialized on import.
+    Device,
+    /// An office or headquarters relay: changes are stored and forwarded, never materialized.
+    Relay,
+}
+
+impl StoreKind {
+    /// The byte stored in `meta-1/kind`.
+    fn to_byte(self) -> u8 {
+        match self {
+            StoreKind::Device => 0,
+            StoreKind::Relay => 1,
+        }
+    }
+
+    /// Parses the byte stored in `meta-1/kind`.
+    fn from_byte(b: &[u8]) -> Result<Self, StoreError> {
+        match b {
+            [0] => Ok(StoreKind::Device),
+            [1] => Ok(StoreKind::Relay),
+            _ => Err(StoreError::corrupt(format!("unknown store kind {b:?}"))),
+        }
+    }
+}
+
+/// What `create` needs to make a new store, device or relay (both have a
+/// device identity: a relay signs receipts with its key). Randomness and
+/// time are the caller's: this crate reads neither the OS clock nor its RNG.
 pub struct NewDevice<'a> {
     /// 32 random bytes: the device's ed25519 secret seed.
     pub seed: [u8; 32],
@@ -72,6 +108,8 @@ pub struct NewDevice<'a> {
     pub epoch: [u8; 16],
     /// Creation time.
     pub now: Timestamp,
+    /// Whether this is a device or a relay store (fixed for the store's life).
+    pub kind: StoreKind,
 }
 
 /// Most documents the store keeps loaded between operations.
@@ -87,6 +125,7 @@ pub struct Store {
     pub(crate) db: Database,
     pub(crate) seal: Box<dyn Seal>,
     pub(crate) device: LocalDevice,
+    kind: StoreKind,
     poisoned: AtomicBool,
     /// Loaded documents, keyed by case, with the change count they reflect.
     docs: Mutex<HashMap<CaseId, (CaseDoc, u64)>>,
@@ -189,6 +228,7 @@ impl Store {
             put(&mut meta, "schema", &migrations::CURRENT.to_le_bytes())?;
             put(&mut meta, "device", &device_bytes)?;
             put(&mut meta, "epoch", &new.epoch)?;
+            put(&mut meta, "kind", &[new.kind.to_byte()])?;
         }
         {
             let mut audit = txn
@@ -250,7 +290,7 @@ impl Store {
             txn.commit()
                 .map_err(|e| StoreError::db("commit")(e.into()))?;
         }
-        let record: DeviceRecord = {
+        let (record, kind): (DeviceRecord, StoreKind) = {
             let txn = db
                 .begin_read()
                 .map_err(|e| StoreError::db("open")(e.into()))?;
@@ -259,7 +299,9 @@ impl Store {
                 .map_err(|e| StoreError::db("open")(e.into()))?;
             let v = read_meta(&meta, seal.as_ref(), "device")?
                 .ok_or_else(|| StoreError::corrupt("missing device identity"))?;
-            decode(&v, "device identity")?
+            let k = read_meta(&meta, seal.as_ref(), "kind")?
+                .ok_or_else(|| StoreError::corrupt("missing store kind"))?;
+            (decode(&v, "device identity")?, StoreKind::from_byte(&k)?)
         };
         let key = SecretKey::from_seed(&record.seed);
         let device = LocalDevice {
@@ -273,6 +315,7 @@ impl Store {
             db,
             seal,
             device,
+            kind,
             poisoned: AtomicBool::new(false),
             docs: Mutex::new(HashMap::new()),
             path,
@@ -284,6 +327,11 @@ impl Store {
         &self.device
     }
 
+    /// Whether this is a device or a relay store.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
     /// The file this store lives in (`None` in memory).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -292,6 +340,15 @@ impl Store {
     /// Whether an earlier commit failed (the handle then refuses writes).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Signs `payload` with this node's key (receipts, bundles). The secret
+    /// key never leaves the store.
+    pub fn sign<T: fieldsync_identity::Signable>(
+        &self,
+        payload: T,
+    ) -> Result<fieldsync_identity::Verified<T>, StoreError> {
+        Ok(fieldsync_identity::sign(payload, self.device.key())?)
     }
 
     /// This log's epoch: 16 bytes chosen when the store was created.
@@ -456,4 +513,31 @@ pub(crate) fn read_meta(
 pub(crate) fn fixed<const N: usize>(v: &[u8], what: &str) -> Result<[u8; N], StoreError> {
     v.try_into()
         .map_err(|_| StoreError::corrupt(format!("{what}: expected {N} bytes, found {}", v.len())))
+}
+
+/// Reads a u64 LE meta value (0 when absent).
+pub(crate) fn read_meta_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    seal: &dyn Seal,
+    key: &str,
+) -> Result<u64, StoreError> {
+    read_meta(meta, seal, key)?
+        .map(|v| fixed::<8>(&v, key).map(u64::from_le_bytes))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Writes a meta value inside a write transaction.
+pub(crate) fn write_meta(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    seal: &dyn Seal,
+    key: &str,
+    value: &[u8],
+) -> Result<(), StoreError> {
+    meta.insert(
+        key,
+        seal.seal(META.name(), key.as_bytes(), value).as_slice(),
+    )
+    .map(|_| ())
+    .map_err(|e| StoreError::db("write meta")(e.into()))
 }

@@ -10,8 +10,13 @@ use redb::TableDefinition;
 
 /// `meta-1`: setting name → sealed value.
 /// Keys: `schema` (u32 LE), `device` (postcard [`DeviceRecord`](crate::store::DeviceRecord)),
-/// `epoch` (16 bytes: this log's epoch), `outbox-acked` (u64 LE: the log position up to which
-/// a relay has acknowledged everything; the outbox is the log after it), `setting/NAME` (UTF-8).
+/// `kind` (1 byte: 0 device, 1 relay; see [`StoreKind`](crate::StoreKind)),
+/// `epoch` (16 bytes: this log's epoch), `outbox-acked` (u64 LE: the highest log position any
+/// peer has acknowledged; the outbox is the log after it), `pending` (postcard
+/// `(u64, u64)`: number and total stored bytes of the rows in `pending-1`), `quarantine-last`
+/// (u64 LE: the last quarantine id handed out, so released ids are never reused),
+/// `revocations` (the signed revocation list bytes, verified by the caller), `setting/NAME`
+/// (UTF-8).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
 /// `cases-1`: case key → sealed postcard [`CaseRow`](crate::rows::CaseRow): the signed genesis
@@ -42,3 +47,30 @@ pub(crate) const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// `audit-1`: audit sequence number (u64, from 1) → sealed postcard
 /// [`AuditEvent`](crate::AuditEvent).
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit-1");
+
+/// `pending-1`: (case key, change hash: 32 bytes) → sealed postcard
+/// [`PendingRow`](crate::rows::PendingRow): a verified change whose dependencies are not stored
+/// yet, with its case's signed genesis and its dependency hashes. Bounded by
+/// [`MAX_PENDING_CHANGES`](crate::MAX_PENDING_CHANGES) and
+/// [`MAX_PENDING_BYTES`](crate::MAX_PENDING_BYTES) (counted in `meta-1/pending`). A row leaves
+/// the table when its dependencies arrive and it is stored in the log.
+pub(crate) const PENDING: TableDefinition<(&[u8], &[u8]), &[u8]> =
+    TableDefinition::new("pending-1");
+
+/// `cursors-1`: peer device id (32 bytes) → sealed postcard [`Cursor`](crate::Cursor): how far
+/// this node has ingested that peer's log. Written in the transaction that stores the batch it
+/// covers.
+pub(crate) const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors-1");
+
+/// `acks-1`: peer device id (32 bytes) → sealed u64 LE: the position in *this* node's log up to
+/// which that peer has acknowledged everything. Never moves backwards.
+pub(crate) const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks-1");
+
+/// `receipts-1`: (relay device id: 32 bytes, receipt id: u64 from 1 per relay) → sealed postcard
+/// [`StoredReceipt`](crate::StoredReceipt): the signed receipts relays gave this node.
+pub(crate) const RECEIPTS: TableDefinition<(&[u8], u64), &[u8]> =
+    TableDefinition::new("receipts-1");
+
+/// `devices-1`: device id (32 bytes) → sealed postcard [`PeerRecord`](crate::PeerRecord): the
+/// peers this node knows, with their certificate and last contact.
+pub(crate) const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("devices-1");

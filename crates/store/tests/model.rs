@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fieldsync_case::{CaseDoc, CaseKind, Field, new_genesis, payload_for_local};
 use fieldsync_identity::{CaseId, DeviceId, SecretKey, Timestamp, sign};
-use fieldsync_store::{BundleError, NewCase, NewDevice, Store, StoreError};
+use fieldsync_store::{BundleError, NewCase, NewDevice, Store, StoreError, StoreKind};
 use proptest::prelude::*;
 
 const T0: i64 = 1_790_000_000_000;
@@ -19,6 +19,7 @@ fn device(seed: u8) -> NewDevice<'static> {
         name: "model",
         epoch: [seed; 16],
         now: Timestamp::from_millis(T0),
+        kind: StoreKind::Device,
     }
 }
 

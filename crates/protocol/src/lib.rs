@@ -1,0 +1,28 @@
+//! The FieldSync sync protocol: wire messages, signed receipts, and the sync
+//! engine as a sans-IO state machine.
+//!
+//! What it is: everything two nodes say to each other, and the rules by which
+//! each side verifies, authorizes, stores and acknowledges what it is sent.
+//! What it is not: it opens no sockets, spawns no tasks and reads neither the
+//! clock nor the OS random generator; a driver (`fieldsync-node`, or the
+//! simulator) moves its frames and passes the time. See [`Session`] for the
+//! order of calls.
+#![forbid(unsafe_code)]
+
+mod authority;
+mod error;
+mod receipt;
+mod session;
+mod wire;
+
+pub use authority::Authority;
+pub use error::SessionError;
+pub use receipt::{
+    RECEIPT_VERSION, Receipt, ReceiptBody, ReceiptError, encode_receipt, verify_receipt,
+};
+pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, Session, SessionConfig};
+pub use wire::{
+    Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, MAX_FRAME_LEN,
+    MAX_REASON_LEN, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, WireCursor,
+    WireError,
+};

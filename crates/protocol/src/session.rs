@@ -1,0 +1,770 @@
+//! The sync engine: one [`Session`] per connection, a state machine that
+//! does no IO.
+//!
+//! The driver feeds it what arrives ([`Session::handle_input`]), tells it when
+//! the local log has grown ([`Session::handle_log_grew`]), and drains what it
+//! wants sent ([`Session::poll_transmit`]) and what happened
+//! ([`Session::poll_event`]), in that order, after each input. Time is an
+//! argument; the store is the caller's, passed into each call.
+//!
+//! Each side streams its log to the other from the position the other
+//! named in its `Hello` (its cursor), in bounded batches, several in flight.
+//! The receiver verifies every batch (signatures in one batch call, then
+//! certificates, revocation points, roles and compartments), stores it with
+//! the sender's cursor in one transaction, and acknowledges it; a relay's
+//! acknowledgement is a signed receipt. When a side has sent its whole log it
+//! says `CaughtUp`, and from then on forwards new changes as they are stored.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use fieldsync_case::{
+    CHANGE_HEADER_LEN, Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change,
+    verify_genesis,
+};
+use fieldsync_identity::{
+    CaseId, DeviceCertificate, DeviceId, Encoded, PUBLIC_KEY_LEN, PublicKey, RevocationList, Role,
+    Timestamp, decode_signed, verify_batch,
+};
+use fieldsync_store::{
+    Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
+};
+
+use crate::authority::Authority;
+use crate::error::SessionError;
+use crate::receipt::{RECEIPT_VERSION, ReceiptBody, ReceiptError, encode_receipt, verify_receipt};
+use crate::wire::{
+    Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
+    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, WireCursor,
+};
+
+/// Batches sent and not yet acknowledged, at most.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+
+/// How a session is set up.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// What this node is.
+    pub role: NodeRole,
+    /// This node's certificate.
+    pub certificate: DeviceCertificate,
+    /// Trust anchor and revocations.
+    pub authority: Authority,
+    /// Batches in flight at most.
+    pub max_in_flight: usize,
+}
+
+/// Something the driver may want to know or show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The peer's `Hello` and certificate were accepted.
+    PeerVerified {
+        /// The peer.
+        device: DeviceId,
+        /// Its certified role.
+        role: Role,
+        /// Its certified name.
+        name: String,
+    },
+    /// A batch from the peer was verified and stored.
+    Stored {
+        /// What was stored.
+        report: IngestReport,
+        /// The peer's log position now held.
+        through: u64,
+    },
+    /// The peer acknowledged our log through `through`.
+    Acknowledged {
+        /// Our log position acknowledged.
+        through: u64,
+        /// Whether a signed receipt came with it (always, from a relay).
+        receipt: bool,
+    },
+    /// The peer has sent us its whole log (as far as we may read it).
+    PeerCaughtUp {
+        /// The peer's log head at that moment.
+        head: u64,
+    },
+    /// A newer revocation list was adopted and stored.
+    RevocationsUpdated {
+        /// Its sequence number.
+        sequence: u64,
+    },
+    /// The session ended.
+    Closed {
+        /// Why.
+        code: CloseCode,
+        /// Details.
+        reason: String,
+        /// Whether the peer closed it.
+        by_peer: bool,
+    },
+}
+
+/// What the session waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Our `Hello` is queued; the peer's has not arrived.
+    ExpectHello,
+    /// Both `Hello`s exchanged: logs flow both ways.
+    Open,
+    /// Closed, by us or by the peer.
+    Closed,
+}
+
+/// What the peer's `Hello` established.
+#[derive(Debug, Clone)]
+struct Peer {
+    cert: DeviceCertificate,
+    epoch: [u8; 16],
+    last_through: u64,
+}
+
+/// One sync session with one peer.
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    expected_peer: DeviceId,
+    state: State,
+    decoder: FrameDecoder,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    peer: Option<Peer>,
+    my_epoch: [u8; 16],
+    send_next: u64,
+    in_flight: VecDeque<u64>,
+    sent_certs: BTreeSet<DeviceId>,
+    certs: BTreeMap<DeviceId, DeviceCertificate>,
+    sent_caught_up: bool,
+    peer_caught_up: bool,
+}
+
+/// The signing counter of a change envelope, read from its header.
+fn envelope_counter(env: &[u8]) -> Option<u64> {
+    let at = 1 + 16 + PUBLIC_KEY_LEN + fieldsync_identity::SIGNATURE_LEN;
+    let bytes: [u8; 8] = env.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The signer of a change envelope, read from its header without parsing the change.
+fn envelope_signer(env: &[u8]) -> Option<DeviceId> {
+    let key = env.get(17..17 + PUBLIC_KEY_LEN)?;
+    if env.len() < CHANGE_HEADER_LEN {
+        return None;
+    }
+    PublicKey::from_slice(key)
+        .ok()
+        .map(DeviceId::from_public_key)
+}
+
+impl Session {
+    /// Opens a session with `peer` (the identity the transport authenticated)
+    /// and queues our `Hello`.
+    pub fn new(
+        cfg: SessionConfig,
+        store: &Store,
+        peer: DeviceId,
+        now: Timestamp,
+    ) -> Result<Self, SessionError> {
+        let _ = now;
+        let my_epoch = store.epoch()?;
+        let want = store.peer_cursor(&peer)?.map(|c| WireCursor {
+            epoch: c.epoch,
+            seq: c.seq,
+        });
+        let mut certs = BTreeMap::new();
+        for (device, rec) in store.peers()? {
+            if let Ok(cert) = DeviceCertificate::from_bytes(&rec.certificate, cfg.authority.hq()) {
+                certs.insert(device, cert);
+            }
+        }
+        certs.insert(cfg.certificate.device(), cfg.certificate.clone());
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            role: cfg.role,
+            certificate: cfg.certificate.to_bytes(),
+            epoch: my_epoch,
+            head: store.log_head()?,
+            want,
+            revocations: cfg.authority.revocations_seq(),
+        };
+        let mut s = Self {
+            cfg,
+            expected_peer: peer,
+            state: State::ExpectHello,
+            decoder: FrameDecoder::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            peer: None,
+            my_epoch,
+            send_next: 0,
+            in_flight: VecDeque::new(),
+            sent_certs: BTreeSet::new(),
+            certs,
+            sent_caught_up: false,
+            peer_caught_up: false,
+        };
+        s.send(&Message::Hello(hello));
+        Ok(s)
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether both logs have been exchanged and acknowledged: the peer has
+    /// sent us everything and acknowledged everything we sent.
+    pub fn is_synced(&self) -> bool {
+        self.state == State::Open
+            && self.peer_caught_up
+            && self.sent_caught_up
+            && self.in_flight.is_empty()
+    }
+
+    /// The authenticated peer.
+    pub fn peer(&self) -> DeviceId {
+        self.expected_peer
+    }
+
+    /// The current trust anchor and revocations (updated by the peer).
+    pub fn authority(&self) -> &Authority {
+        &self.cfg.authority
+    }
+
+    fn send(&mut self, msg: &Message) {
+        self.out.push_back(msg.to_frame());
+    }
+
+    /// Closes the session, telling the peer why.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.send(&Message::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+        self.state = State::Closed;
+        self.events.push_back(Event::Closed {
+            code,
+            reason: reason.to_owned(),
+            by_peer: false,
+        });
+    }
+
+    /// Feeds bytes received from the peer. On error the session is closed
+    /// (a `Close` frame is queued for the peer) and the error returned.
+    pub fn handle_input(
+        &mut self,
+        store: &Store,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        if self.state == State::Closed {
+            return Err(SessionError::Closed);
+        }
+        self.decoder.push(bytes);
+        loop {
+            let frame = match self.decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            let result = Message::decode(&frame)
+                .map_err(SessionError::from)
+                .and_then(|msg| self.handle_message(store, msg, now));
+            if let Err(e) = result {
+                return Err(self.fail(e));
+            }
+            if self.state == State::Closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// New changes were stored locally: forward them if the peer is caught up.
+    pub fn handle_log_grew(&mut self, store: &Store, now: Timestamp) -> Result<(), SessionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.pump(store, now).map_err(|e| self.fail(e))
+    }
+
+    fn fail(&mut self, e: SessionError) -> SessionError {
+        if !matches!(e, SessionError::PeerClosed { .. } | SessionError::Closed) {
+            tracing::warn!(peer = %self.expected_peer.short(), error = %e, "closing session");
+            self.close(e.close_code(), &e.to_string());
+        }
+        e
+    }
+
+    fn handle_message(
+        &mut self,
+        store: &Store,
+        msg: Message,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        match (self.state, msg) {
+            (State::ExpectHello, Message::Hello(h)) => self.on_hello(store, h, now),
+            (_, Message::Close { code, reason }) => {
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed {
+                    code,
+                    reason: reason.clone(),
+                    by_peer: true,
+                });
+                if code == CloseCode::Done {
+                    Ok(())
+                } else {
+                    Err(SessionError::PeerClosed { code, reason })
+                }
+            }
+            (State::Open, Message::Batch(b)) => self.on_batch(store, b, now),
+            (State::Open, Message::Ack(a)) => self.on_ack(store, a, now),
+            (State::Open, Message::CaughtUp { head }) => {
+                self.peer_caught_up = true;
+                self.events.push_back(Event::PeerCaughtUp { head });
+                Ok(())
+            }
+            (State::Open, Message::Revocations(bytes)) => self.on_revocations(store, &bytes, now),
+            (state, msg) => Err(SessionError::Protocol(format!(
+                "unexpected {} while {state:?}",
+                match msg {
+                    Message::Hello(_) => "hello",
+                    Message::Batch(_) => "batch",
+                    Message::Ack(_) => "ack",
+                    Message::CaughtUp { .. } => "caught-up",
+                    Message::Revocations(_) => "revocations",
+                    Message::Close { .. } => "close",
+                }
+            ))),
+        }
+    }
+
+    fn on_hello(&mut self, store: &Store, h: Hello, now: Timestamp) -> Result<(), SessionError> {
+        if h.version < MIN_PROTOCOL_VERSION || h.min_version > PROTOCOL_VERSION {
+            return Err(SessionError::Version {
+                version: h.version,
+                min: h.min_version,
+                ours: PROTOCOL_VERSION,
+                our_min: MIN_PROTOCOL_VERSION,
+            });
+        }
+        let cert = self.cfg.authority.check_certificate(&h.certificate, now)?;
+        if cert.device() != self.expected_peer {
+            return Err(SessionError::NotAllowed(format!(
+                "the certificate is for device {}, but the connection is from {}",
+                cert.device().short(),
+                self.expected_peer.short()
+            )));
+        }
+        let certified_relay = cert.role() == Role::Relay;
+        if certified_relay != (h.role == NodeRole::Relay) {
+            return Err(SessionError::NotAllowed(format!(
+                "peer says it is a {:?} but is certified as {}",
+                h.role,
+                cert.role()
+            )));
+        }
+        if h.role == NodeRole::Device && self.cfg.role == NodeRole::Device {
+            return Err(SessionError::NotAllowed(
+                "devices sync through relays, not with each other".into(),
+            ));
+        }
+        let head = store.log_head()?;
+        self.send_next = match h.want {
+            Some(c) if c.epoch == self.my_epoch => c.seq.min(head),
+            // Never synced, or our log was replaced: send it all (the peer
+            // ignores what it already holds).
+            _ => 0,
+        };
+        store.record_peer(
+            &cert.device(),
+            &PeerRecord {
+                certificate: cert.to_bytes(),
+                last_contact: now,
+                carried_by: None,
+            },
+        )?;
+        self.events.push_back(Event::PeerVerified {
+            device: cert.device(),
+            role: cert.role(),
+            name: cert.name().to_owned(),
+        });
+        self.certs.insert(cert.device(), cert.clone());
+        self.peer = Some(Peer {
+            cert,
+            epoch: h.epoch,
+            last_through: 0,
+        });
+        self.state = State::Open;
+        if h.revocations < self.cfg.authority.revocations_seq()
+            && let Some(list) = self.cfg.authority.revocations()
+        {
+            let bytes = list.to_bytes();
+            self.send(&Message::Revocations(bytes));
+        }
+        self.pump(store, now)
+    }
+
+    /// Sends batches of our log while the window allows.
+    fn pump(&mut self, store: &Store, now: Timestamp) -> Result<(), SessionError> {
+        let _ = now;
+        let Some(peer) = self.peer.clone() else {
+            return Ok(());
+        };
+        // A device's own changes carry its log position as their counter:
+        // those we hold from its current log, it holds too. Do not echo them.
+        let peer_device = peer.cert.device();
+        let echo_through = match store.peer_cursor(&peer_device)? {
+            Some(c) if c.epoch == peer.epoch && peer.cert.role() != Role::Relay => c.seq,
+            _ => 0,
+        };
+        while self.in_flight.len() < self.cfg.max_in_flight.max(1) {
+            let mut batch = store.read_log(
+                self.send_next,
+                MAX_BATCH_CHANGES,
+                MAX_BATCH_BYTES / 2,
+                |g: &Genesis| Authority::may_read(&peer.cert, g),
+            )?;
+            if echo_through > 0 {
+                batch.entries.retain(|e| {
+                    !(envelope_signer(&e.envelope) == Some(peer_device)
+                        && envelope_counter(&e.envelope).is_some_and(|c| c <= echo_through))
+                });
+                let cases: BTreeSet<CaseId> = batch.entries.iter().map(|e| e.case).collect();
+                batch.geneses.retain(|(c, _)| cases.contains(c));
+            }
+            if batch.entries.is_empty() {
+                let progressed = batch.next > self.send_next;
+                if progressed {
+                    // Nothing here the peer may read or lacks: move its cursor past it.
+                    self.send_batch(Batch {
+                        through: batch.next,
+                        ..Batch::default()
+                    });
+                    self.send_next = batch.next;
+                }
+                if batch.at_end {
+                    if !self.sent_caught_up {
+                        self.sent_caught_up = true;
+                        self.send(&Message::CaughtUp {
+                            head: self.send_next,
+                        });
+                    }
+                    break;
+                }
+                if !progressed {
+                    break;
+                }
+                continue;
+            }
+            let mut out = Batch {
+                through: batch.next,
+                ..Batch::default()
+            };
+            let mut authors = Vec::new();
+            for (_, g) in &batch.geneses {
+                if let Ok(s) = decode_signed::<Genesis>(g) {
+                    authors.push(s.payload().value().creator);
+                }
+                out.geneses.push(g.clone());
+            }
+            for e in batch.entries {
+                if let Some(a) = envelope_signer(&e.envelope) {
+                    authors.push(a);
+                }
+                out.changes.push(e.envelope);
+            }
+            for a in authors {
+                if !self.sent_certs.contains(&a)
+                    && let Some(c) = self.certs.get(&a)
+                {
+                    out.certificates.push(c.to_bytes());
+                    self.sent_certs.insert(a);
+                }
+            }
+            self.send_next = batch.next;
+            self.send_batch(out);
+            if batch.at_end {
+                if !self.sent_caught_up {
+                    self.sent_caught_up = true;
+                    self.send(&Message::CaughtUp {
+                        head: self.send_next,
+                    });
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self, b: Batch) {
+        self.in_flight.push_back(b.through);
+        self.send(&Message::Batch(b));
+    }
+
+    fn on_batch(&mut self, store: &Store, b: Batch, now: Timestamp) -> Result<(), SessionError> {
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("batch before hello".into()));
+        };
+        if b.through < peer.last_through {
+            return Err(SessionError::Protocol(format!(
+                "batch goes back in the peer's log ({} after {})",
+                b.through, peer.last_through
+            )));
+        }
+        // Certificates of authors: checked for issuer and signature here;
+        // validity and revocation are judged per change.
+        let mut carried = Vec::new();
+        for bytes in &b.certificates {
+            let cert = DeviceCertificate::from_bytes(bytes, self.cfg.authority.hq())
+                .map_err(|e| SessionError::Forgery(format!("author certificate: {e}")))?;
+            carried.push(cert.device());
+            self.certs.insert(cert.device(), cert);
+        }
+        let mut geneses: BTreeMap<CaseId, VerifiedGenesis> = BTreeMap::new();
+        for bytes in &b.geneses {
+            let signed = decode_signed::<Genesis>(bytes)
+                .map_err(|e| SessionError::Forgery(format!("case genesis: {e}")))?;
+            let g = verify_genesis(signed)
+                .map_err(|e| SessionError::Forgery(format!("case genesis: {e}")))?;
+            geneses.insert(g.payload().value().case, g);
+        }
+        let mut signed: Vec<SignedChange> = Vec::with_capacity(b.changes.len());
+        for (i, env) in b.changes.iter().enumerate() {
+            let c = decode_change(env)
+                .map_err(|e| SessionError::Forgery(format!("change {i} of the batch: {e}")))?;
+            if !geneses.contains_key(&c.payload().case()) {
+                return Err(SessionError::Protocol(format!(
+                    "change {i} of the batch is for case {} but its genesis was not sent",
+                    c.payload().case().short()
+                )));
+            }
+            signed.push(c);
+        }
+        let verified = verify_batch(signed).map_err(|e| {
+            SessionError::Forgery(format!("change {} of the batch: {}", e.index, e.error))
+        })?;
+        let (cases, quarantine) = self.authorize(&geneses, verified, now);
+        let report = store.ingest(
+            Ingest {
+                cases,
+                quarantine,
+                peer_cursor: Some((
+                    peer.cert.device(),
+                    Cursor {
+                        epoch: peer.epoch,
+                        seq: b.through,
+                    },
+                )),
+            },
+            now,
+        )?;
+        for device in carried {
+            if let Some(cert) = self.certs.get(&device)
+                && device != peer.cert.device()
+            {
+                store.record_peer(
+                    &device,
+                    &PeerRecord {
+                        certificate: cert.to_bytes(),
+                        last_contact: now,
+                        carried_by: Some(peer.cert.device()),
+                    },
+                )?;
+            }
+        }
+        if let Some(p) = self.peer.as_mut() {
+            p.last_through = b.through;
+        }
+        let receipt = match self.cfg.role {
+            NodeRole::Relay => Some(self.receipt(store, &peer, b.through, now)?),
+            NodeRole::Device => None,
+        };
+        self.send(&Message::Ack(Ack {
+            through: b.through,
+            receipt,
+        }));
+        self.events.push_back(Event::Stored {
+            report,
+            through: b.through,
+        });
+        // What we just stored is in our log now: forward what the peer lacks
+        // (nothing of its own), which also moves its cursor past it.
+        if self.sent_caught_up {
+            self.pump(store, now)?;
+        }
+        Ok(())
+    }
+
+    /// Sorts verified changes into those to store (grouped by case, in
+    /// order) and those to quarantine, with the reason.
+    #[allow(clippy::type_complexity)]
+    fn authorize(
+        &self,
+        geneses: &BTreeMap<CaseId, VerifiedGenesis>,
+        changes: Vec<VerifiedChange>,
+        now: Timestamp,
+    ) -> (
+        Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
+        Vec<QuarantineEntry>,
+    ) {
+        let auth = &self.cfg.authority;
+        let mut accepted: BTreeMap<CaseId, Vec<VerifiedChange>> = BTreeMap::new();
+        let mut order: Vec<CaseId> = Vec::new();
+        let mut quarantine = Vec::new();
+        for change in changes {
+            let case = change.payload().case();
+            let Some(genesis) = geneses.get(&case) else {
+                continue;
+            };
+            let g = genesis.payload().value();
+            let creator_ok = self
+                .certs
+                .get(&g.creator)
+                .is_some_and(|c| Authority::may_read(c, g) && c.role().can_author_changes());
+            let verdict = if creator_ok {
+                auth.authorize(g, &change, &self.certs)
+            } else {
+                Err(format!(
+                    "case {} was created by device {}, which is not certified to write its compartment",
+                    case.short(),
+                    g.creator.short()
+                ))
+            };
+            match verdict {
+                Ok(()) => {
+                    if !accepted.contains_key(&case) {
+                        order.push(case);
+                    }
+                    accepted.entry(case).or_default().push(change);
+                }
+                Err(reason) => {
+                    tracing::info!(case = %case.short(), %reason, "change quarantined");
+                    quarantine.push(QuarantineEntry {
+                        at: now,
+                        reason,
+                        change: fieldsync_case::encode_change(change.as_signed()),
+                        case,
+                        signer: change.device(),
+                        genesis: fieldsync_identity::encode_signed(genesis.as_signed()),
+                    });
+                }
+            }
+        }
+        let cases = order
+            .into_iter()
+            .filter_map(|case| {
+                let g = geneses.get(&case)?.clone();
+                Some((g, accepted.remove(&case).unwrap_or_default()))
+            })
+            .collect();
+        (cases, quarantine)
+    }
+
+    fn receipt(
+        &self,
+        store: &Store,
+        peer: &Peer,
+        through: u64,
+        now: Timestamp,
+    ) -> Result<Vec<u8>, SessionError> {
+        let body = Encoded::new(ReceiptBody {
+            version: RECEIPT_VERSION,
+            relay: *self.cfg.certificate.device().public_key(),
+            device: peer.cert.device(),
+            epoch: peer.epoch,
+            through,
+            at: now,
+        })
+        .map_err(|e| SessionError::Protocol(format!("receipt: {e}")))?;
+        let signed = store.sign(body)?;
+        Ok(encode_receipt(signed.as_signed()))
+    }
+
+    fn on_ack(&mut self, store: &Store, a: Ack, now: Timestamp) -> Result<(), SessionError> {
+        let _ = now;
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("ack before hello".into()));
+        };
+        if !self.in_flight.contains(&a.through) {
+            return Err(SessionError::Protocol(format!(
+                "ack for position {} that was not sent",
+                a.through
+            )));
+        }
+        while self.in_flight.front().is_some_and(|&t| t <= a.through) {
+            self.in_flight.pop_front();
+        }
+        let has_receipt = a.receipt.is_some();
+        match (&a.receipt, peer.cert.role()) {
+            (Some(bytes), Role::Relay) => {
+                let r = verify_receipt(bytes)?;
+                let body = r.payload().value();
+                if body.relay != *peer.cert.device().public_key()
+                    || body.device != self.cfg.certificate.device()
+                    || body.epoch != self.my_epoch
+                    || body.through != a.through
+                {
+                    return Err(ReceiptError::Mismatch(format!(
+                        "receipt for {} through {} from {}",
+                        body.device.short(),
+                        body.through,
+                        DeviceId::from_public_key(body.relay).short()
+                    ))
+                    .into());
+                }
+                store.store_receipt(&StoredReceipt {
+                    relay: peer.cert.device(),
+                    through: a.through,
+                    at: body.at,
+                    bytes: bytes.clone(),
+                })?;
+            }
+            (None, Role::Relay) => {
+                return Err(SessionError::Protocol(
+                    "a relay acknowledged without a signed receipt".into(),
+                ));
+            }
+            _ => store.set_peer_ack(&peer.cert.device(), a.through)?,
+        }
+        self.events.push_back(Event::Acknowledged {
+            through: a.through,
+            receipt: has_receipt,
+        });
+        self.pump(store, now)
+    }
+
+    fn on_revocations(
+        &mut self,
+        store: &Store,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        let list = RevocationList::from_bytes(bytes, self.cfg.authority.hq())
+            .map_err(|e| SessionError::Forgery(format!("revocation list: {e}")))?;
+        let sequence = list.sequence();
+        if self.cfg.authority.adopt(list) {
+            store.set_revocations(bytes)?;
+            self.events
+                .push_back(Event::RevocationsUpdated { sequence });
+            if let Some(peer) = &self.peer {
+                self.cfg.authority.check_standing(&peer.cert, now)?;
+            }
+        }
+        Ok(())
+    }
+}

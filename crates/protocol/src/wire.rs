@@ -1,0 +1,451 @@
+//! Wire format: length-prefixed frames carrying versioned, typed messages.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes; a
+//! frame holds one message: a one-byte type tag and a postcard body. Every
+//! size has a hard limit, and every decoder returns an error, never panics.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build accepts from a peer.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Largest frame accepted or sent, in bytes (length prefix excluded).
+pub const MAX_FRAME_LEN: usize = 4 << 20;
+/// Most changes in one batch.
+pub const MAX_BATCH_CHANGES: usize = 512;
+/// Most bytes of change envelopes, geneses and certificates in one batch.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most bytes of free text in a `Close` message.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// A position in a node's log: its epoch and a sequence number.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireCursor {
+    /// The log's epoch (a new epoch means a new log: a restored or wiped node).
+    pub epoch: [u8; 16],
+    /// The last sequence number held.
+    pub seq: u64,
+}
+
+/// What a node is, as it says in its `Hello` (its certificate must agree).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A field device: laptop or handheld.
+    Device,
+    /// A relay: headquarters or an office.
+    Relay,
+}
+
+/// The first message of each side.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The version the sender speaks.
+    pub version: u16,
+    /// The oldest version the sender accepts.
+    pub min_version: u16,
+    /// What the sender is.
+    pub role: NodeRole,
+    /// The sender's headquarters-signed certificate.
+    pub certificate: Vec<u8>,
+    /// The sender's log epoch.
+    pub epoch: [u8; 16],
+    /// The last sequence number of the sender's log.
+    pub head: u64,
+    /// Where the sender stands in the receiver's log (`None`: never synced).
+    pub want: Option<WireCursor>,
+    /// Sequence number of the revocation list the sender holds (0: none).
+    pub revocations: u64,
+}
+
+/// Part of the sender's log, as the receiver may read it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
+    /// Certificates of authors the receiver has not been sent in this session.
+    pub certificates: Vec<Vec<u8>>,
+    /// Signed genesis records of the cases the changes belong to.
+    pub geneses: Vec<Vec<u8>>,
+    /// Signed change envelopes, in the sender's log order.
+    pub changes: Vec<Vec<u8>>,
+    /// The sender's log position this batch brings the receiver to.
+    pub through: u64,
+}
+
+/// The receiver durably holds the sender's log through `through`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The sender's log position acknowledged.
+    pub through: u64,
+    /// A relay's signed receipt for it (relays always send one).
+    pub receipt: Option<Vec<u8>>,
+}
+
+/// Why a session ends.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Normal end.
+    Done,
+    /// The peer speaks an unsupported version.
+    Version,
+    /// The peer's certificate was refused.
+    Certificate,
+    /// The peer sent a malformed frame or message.
+    Protocol,
+    /// The peer sent a change with a bad signature.
+    Forgery,
+    /// The receiver could not store what it was sent.
+    Storage,
+    /// The peer exceeded a limit.
+    Limit,
+}
+
+/// Every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The opening message of each side.
+    Hello(Hello),
+    /// Part of the sender's log.
+    Batch(Batch),
+    /// Acknowledgement (with a receipt, from a relay).
+    Ack(Ack),
+    /// The sender has sent its whole log up to `head`; new changes follow live.
+    CaughtUp {
+        /// The sender's log head.
+        head: u64,
+    },
+    /// A headquarters-signed revocation list.
+    Revocations(Vec<u8>),
+    /// The sender ends the session.
+    Close {
+        /// Why.
+        code: CloseCode,
+        /// Details for a person.
+        reason: String,
+    },
+}
+
+/// A frame or message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A frame announced more bytes than allowed.
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The frame is empty.
+    #[error("empty frame")]
+    Empty,
+    /// The type tag is not one this version knows.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// The body does not decode.
+    #[error("malformed {what} message: {detail}")]
+    Malformed {
+        /// The message type.
+        what: &'static str,
+        /// The decoder's error.
+        detail: String,
+    },
+    /// A batch exceeds its limits.
+    #[error("batch exceeds its limits ({changes} changes, {bytes} bytes)")]
+    BatchTooLarge {
+        /// Number of changes.
+        changes: usize,
+        /// Bytes carried.
+        bytes: usize,
+    },
+}
+
+const T_HELLO: u8 = 1;
+const T_BATCH: u8 = 2;
+const T_ACK: u8 = 3;
+const T_CAUGHT_UP: u8 = 4;
+const T_REVOCATIONS: u8 = 5;
+const T_CLOSE: u8 = 6;
+
+#[derive(Serialize, Deserialize)]
+struct CloseBody {
+    code: CloseCode,
+    reason: String,
+}
+
+impl Batch {
+    /// Bytes of payload the batch carries.
+    pub fn payload_len(&self) -> usize {
+        self.certificates
+            .iter()
+            .chain(&self.geneses)
+            .chain(&self.changes)
+            .map(Vec::len)
+            .sum()
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        let bytes = self.payload_len();
+        let items = self
+            .changes
+            .len()
+            .max(self.geneses.len())
+            .max(self.certificates.len());
+        if items > MAX_BATCH_CHANGES || bytes > MAX_BATCH_BYTES {
+            return Err(WireError::BatchTooLarge {
+                changes: self.changes.len(),
+                bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn body<T: Serialize>(tag: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![tag];
+    // Serializing these plain structs into a Vec cannot fail.
+    if let Ok(bytes) = postcard::to_stdvec(value) {
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed {
+        what,
+        detail: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed {
+            what,
+            detail: format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+impl Message {
+    /// Encodes the message (without the frame's length prefix).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Hello(h) => body(T_HELLO, h),
+            Message::Batch(b) => body(T_BATCH, b),
+            Message::Ack(a) => body(T_ACK, a),
+            Message::CaughtUp { head } => body(T_CAUGHT_UP, head),
+            Message::Revocations(r) => body(T_REVOCATIONS, r),
+            Message::Close { code, reason } => {
+                let mut reason = reason.clone();
+                if reason.len() > MAX_REASON_LEN {
+                    let mut cut = MAX_REASON_LEN;
+                    while !reason.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    reason.truncate(cut);
+                }
+                body(
+                    T_CLOSE,
+                    &CloseBody {
+                        code: *code,
+                        reason,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Decodes one message (a frame's contents).
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        let (&tag, rest) = bytes.split_first().ok_or(WireError::Empty)?;
+        let msg = match tag {
+            T_HELLO => Message::Hello(parse("hello", rest)?),
+            T_BATCH => {
+                let b: Batch = parse("batch", rest)?;
+                b.check()?;
+                Message::Batch(b)
+            }
+            T_ACK => Message::Ack(parse("ack", rest)?),
+            T_CAUGHT_UP => Message::CaughtUp {
+                head: parse("caught-up", rest)?,
+            },
+            T_REVOCATIONS => Message::Revocations(parse("revocations", rest)?),
+            T_CLOSE => {
+                let c: CloseBody = parse("close", rest)?;
+                if c.reason.len() > MAX_REASON_LEN {
+                    return Err(WireError::Malformed {
+                        what: "close",
+                        detail: "reason too long".into(),
+                    });
+                }
+                Message::Close {
+                    code: c.code,
+                    reason: c.reason,
+                }
+            }
+            other => return Err(WireError::UnknownType(other)),
+        };
+        Ok(msg)
+    }
+
+    /// Encodes the message as a complete frame (length prefix included).
+    pub fn to_frame(&self) -> Vec<u8> {
+        let body = self.encode();
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// Splits a byte stream into frames, holding at most one partial frame.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// A decoder with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, if one has arrived. An oversized length
+    /// prefix is an error as soon as it is seen (before its bytes arrive).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len,
+                limit: MAX_FRAME_LEN,
+            });
+        }
+        if len == 0 {
+            return Err(WireError::Empty);
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                min_version: MIN_PROTOCOL_VERSION,
+                role: NodeRole::Device,
+                certificate: vec![1, 2, 3],
+                epoch: [7; 16],
+                head: 42,
+                want: Some(WireCursor {
+                    epoch: [1; 16],
+                    seq: 9,
+                }),
+                revocations: 3,
+            }),
+            Message::Batch(Batch {
+                certificates: vec![vec![9; 10]],
+                geneses: vec![vec![1; 20]],
+                changes: vec![vec![2; 300], vec![3; 200]],
+                through: 77,
+            }),
+            Message::Ack(Ack {
+                through: 77,
+                receipt: Some(vec![5; 100]),
+            }),
+            Message::CaughtUp { head: 77 },
+            Message::Revocations(vec![8; 50]),
+            Message::Close {
+                code: CloseCode::Forgery,
+                reason: "bad signature".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn messages_round_trip_through_frames() {
+        let mut dec = FrameDecoder::new();
+        let all: Vec<u8> = samples().iter().flat_map(Message::to_frame).collect();
+        // Delivered one byte at a time.
+        let mut out = Vec::new();
+        for b in all {
+            dec.push(&[b]);
+            while let Some(f) = dec.next_frame().unwrap() {
+                out.push(Message::decode(&f).unwrap());
+            }
+        }
+        assert_eq!(out, samples());
+        assert_eq!(dec.buffered(), 0);
+    }
+
+    #[test]
+    fn limits_and_garbage_are_named_errors() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        assert!(matches!(
+            dec.next_frame(),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+        assert_eq!(Message::decode(&[]), Err(WireError::Empty));
+        assert_eq!(Message::decode(&[200]), Err(WireError::UnknownType(200)));
+        assert!(matches!(
+            Message::decode(&[T_HELLO, 1]),
+            Err(WireError::Malformed { .. })
+        ));
+        let big = Batch {
+            changes: vec![vec![0; 1]; MAX_BATCH_CHANGES + 1],
+            ..Batch::default()
+        };
+        assert!(matches!(
+            Message::decode(&Message::Batch(big).encode()),
+            Err(WireError::BatchTooLarge { .. })
+        ));
+        let mut trailing = Message::CaughtUp { head: 1 }.encode();
+        trailing.push(0);
+        assert!(matches!(
+            Message::decode(&trailing),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = Message::decode(&bytes);
+            let mut dec = FrameDecoder::new();
+            dec.push(&bytes);
+            while let Ok(Some(f)) = dec.next_frame() {
+                let _ = Message::decode(&f);
+            }
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(i in 0usize..6, pos in any::<usize>(), byte in any::<u8>()) {
+            let mut m = samples()[i].encode();
+            let at = pos % m.len();
+            m[at] = byte;
+            let _ = Message::decode(&m);
+        }
+    }
+}

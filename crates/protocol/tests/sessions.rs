@@ -1,0 +1,415 @@
+//! Two real engines over an in-memory pipe, with real (in-memory redb)
+//! stores, real certificates and real signatures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fieldsync_case::{CaseKind, Field, decode_change, encode_change};
+use fieldsync_identity::{
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, DeviceId, HqRoot,
+    Revocation, Role, SecretKey, Signed, Timestamp,
+};
+use fieldsync_protocol::{
+    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Message, NodeRole, Session, SessionConfig,
+    SessionError,
+};
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
+
+const T0: i64 = 1_790_000_000_000;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + s * 1000)
+}
+
+struct Node {
+    store: Store,
+    cert: DeviceCertificate,
+    role: NodeRole,
+    authority: Authority,
+}
+
+impl Node {
+    fn id(&self) -> DeviceId {
+        self.store.device().id()
+    }
+
+    fn config(&self) -> SessionConfig {
+        SessionConfig {
+            role: self.role,
+            certificate: self.cert.clone(),
+            authority: self.authority.clone(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+struct World {
+    hq: HqRoot,
+    serial: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            hq: HqRoot::from_secret(SecretKey::from_seed(&[200; 32])),
+            serial: 0,
+        }
+    }
+
+    fn node(&mut self, seed: u8, name: &str, role: Role, read: &[&str], write: &[&str]) -> Node {
+        let kind = if role == Role::Relay {
+            StoreKind::Relay
+        } else {
+            StoreKind::Device
+        };
+        let store = Store::create_in_memory(NewDevice {
+            seed: [seed; 32],
+            name,
+            epoch: [seed; 16],
+            now: t(0),
+            kind,
+        })
+        .unwrap();
+        self.serial += 1;
+        let c = |v: &[&str]| {
+            v.iter()
+                .map(|s| Compartment::new(s).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let cert = self
+            .hq
+            .issue(CertificateBody {
+                version: CERTIFICATE_VERSION,
+                serial: self.serial,
+                issuer: self.hq.public(),
+                device: store.device().id(),
+                name: name.into(),
+                office: "rome".into(),
+                role,
+                read: c(read),
+                write: c(write),
+                not_before: t(-10),
+                not_after: t(86_400 * 365),
+            })
+            .unwrap();
+        let role = if role == Role::Relay {
+            NodeRole::Relay
+        } else {
+            NodeRole::Device
+        };
+        Node {
+            store,
+            cert,
+            role,
+            authority: Authority::new(self.hq.public(), None),
+        }
+    }
+}
+
+/// Bytes carried each way and frames exchanged by one sync.
+#[derive(Debug, Default)]
+struct Traffic {
+    a_to_b: usize,
+    b_to_a: usize,
+    rounds: usize,
+}
+
+/// Runs a session between `a` (the connecting side) and `b` until neither has
+/// anything to send. Returns the traffic and both sessions' events.
+fn sync(
+    a: &Node,
+    b: &Node,
+    now: Timestamp,
+) -> (Traffic, Vec<Event>, Vec<Event>, Result<(), String>) {
+    let mut sa = Session::new(a.config(), &a.store, b.id(), now).unwrap();
+    let mut sb = Session::new(b.config(), &b.store, a.id(), now).unwrap();
+    let mut traffic = Traffic::default();
+    let mut outcome = Ok(());
+    loop {
+        let fa: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let fb: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        if fa.is_empty() && fb.is_empty() {
+            break;
+        }
+        traffic.rounds += 1;
+        for f in fa {
+            traffic.a_to_b += f.len();
+            if !sb.is_closed()
+                && let Err(e) = sb.handle_input(&b.store, &f, now)
+                && outcome.is_ok()
+            {
+                outcome = Err(format!("b: {e}"));
+            }
+        }
+        for f in fb {
+            traffic.b_to_a += f.len();
+            if !sa.is_closed()
+                && let Err(e) = sa.handle_input(&a.store, &f, now)
+                && outcome.is_ok()
+            {
+                outcome = Err(format!("a: {e}"));
+            }
+        }
+        assert!(traffic.rounds < 1000, "sync does not settle");
+    }
+    if outcome.is_ok() {
+        assert!(
+            sa.is_synced() && sb.is_synced(),
+            "sessions idle but not synced"
+        );
+    }
+    let ea = std::iter::from_fn(|| sa.poll_event()).collect();
+    let eb = std::iter::from_fn(|| sb.poll_event()).collect();
+    (traffic, ea, eb, outcome)
+}
+
+fn new_case(n: &Node, id: u8, compartment: &str, title: &str) -> CaseId {
+    n.store
+        .create_case(
+            &NewCase {
+                id: CaseId::from_bytes([id; 16]),
+                kind: CaseKind::CriminalInvestigation,
+                office: "rome",
+                compartment,
+                title,
+            },
+            t(1),
+        )
+        .unwrap()
+}
+
+#[test]
+fn two_devices_converge_through_headquarters_with_receipts() {
+    let mut w = World::new();
+    let hq = w.node(
+        1,
+        "hq",
+        Role::Relay,
+        &["general", "narcotics"],
+        &["general", "narcotics"],
+    );
+    let a = w.node(2, "rome-laptop", Role::Field, &["general"], &["general"]);
+    let b = w.node(
+        3,
+        "mexico-handheld",
+        Role::Field,
+        &["general"],
+        &["general"],
+    );
+    let ca = new_case(&a, 1, "general", "Stele");
+    let cb = new_case(&b, 2, "general", "Tunnel");
+    a.store
+        .edit_case(&ca, t(2), "status", |d| {
+            d.set_field(Field::Status, "active")
+        })
+        .unwrap();
+    assert_eq!(a.store.outbox_len().unwrap(), 2);
+
+    let (_, ev, _, ok) = sync(&a, &hq, t(3));
+    ok.unwrap();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::Acknowledged { receipt: true, .. }))
+    );
+    assert_eq!(
+        a.store.outbox_len().unwrap(),
+        0,
+        "a relay receipt empties the outbox"
+    );
+    let receipt = a
+        .store
+        .latest_receipt(&hq.id())
+        .unwrap()
+        .expect("receipt stored");
+    assert_eq!(receipt.through, a.store.log_head().unwrap());
+    sync(&b, &hq, t(4)).3.unwrap();
+    sync(&a, &hq, t(5)).3.unwrap();
+    for c in [ca, cb] {
+        assert_eq!(
+            a.store.case_record(&c).unwrap(),
+            b.store.case_record(&c).unwrap()
+        );
+    }
+    // The relay stored by headers only; its heads agree with the devices'.
+    let relay_heads = hq.store.case_heads().unwrap();
+    let device_heads = a.store.case_heads().unwrap();
+    assert_eq!(
+        relay_heads
+            .iter()
+            .map(|h| (h.case, h.heads.clone()))
+            .collect::<Vec<_>>(),
+        device_heads
+            .iter()
+            .map(|h| (h.case, h.heads.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn reconnecting_costs_what_changed_not_what_exists() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    for i in 0..50 {
+        new_case(&a, i + 1, "general", &format!("case {i}"));
+    }
+    let (first, _, _, ok) = sync(&a, &hq, t(2));
+    ok.unwrap();
+    // Nothing changed: only hellos, caught-up and nothing else.
+    let (idle, _, _, ok) = sync(&a, &hq, t(3));
+    ok.unwrap();
+    assert!(
+        idle.a_to_b + idle.b_to_a < 2_000,
+        "idle reconnect cost {idle:?} (first sync {first:?})"
+    );
+    // One change: about the change, whatever the number of cases.
+    a.store
+        .edit_case(&CaseId::from_bytes([7; 16]), t(4), "note", |d| {
+            d.add_note(a.id(), t(4), "new")
+        })
+        .unwrap();
+    let (one, _, _, ok) = sync(&a, &hq, t(5));
+    ok.unwrap();
+    assert!(one.a_to_b < idle.a_to_b + 2_500, "one change cost {one:?}");
+    assert!(one.rounds <= 4, "round trips: {one:?}");
+}
+
+#[test]
+fn a_case_outside_the_readers_compartments_looks_like_no_case() {
+    let mut w = World::new();
+    let hq = w.node(
+        1,
+        "hq",
+        Role::Relay,
+        &["general", "narcotics"],
+        &["general", "narcotics"],
+    );
+    let a = w.node(
+        2,
+        "a",
+        Role::Field,
+        &["general", "narcotics"],
+        &["general", "narcotics"],
+    );
+    let n = w.node(3, "narc-only", Role::Field, &["narcotics"], &["narcotics"]);
+    new_case(&a, 1, "general", "General case");
+    let secret = new_case(&a, 2, "narcotics", "Narcotics case");
+    sync(&a, &hq, t(2)).3.unwrap();
+    sync(&n, &hq, t(3)).3.unwrap();
+    let cases: Vec<CaseId> = n
+        .store
+        .list_cases()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(cases, vec![secret]);
+}
+
+#[test]
+fn a_liaison_edit_is_quarantined_not_applied_not_forwarded() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let l = w.node(3, "ambassador", Role::Liaison, &["general"], &[]);
+    let c = new_case(&a, 1, "general", "Visa case");
+    sync(&a, &hq, t(2)).3.unwrap();
+    sync(&l, &hq, t(3)).3.unwrap();
+    assert_eq!(l.store.list_cases().unwrap().len(), 1, "a liaison reads");
+    l.store
+        .edit_case(&c, t(4), "title", |d| {
+            d.set_field(Field::Title, "Changed by liaison")
+        })
+        .unwrap();
+    sync(&l, &hq, t(5)).3.unwrap();
+    let q = hq.store.quarantine().unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(q[0].1.reason.contains("liaison"), "{}", q[0].1.reason);
+    sync(&a, &hq, t(6)).3.unwrap();
+    assert_eq!(a.store.case_record(&c).unwrap().title, "Visa case");
+}
+
+#[test]
+fn a_forged_change_closes_the_session_and_stores_nothing() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    new_case(&a, 1, "general", "Real");
+    let mut sa = Session::new(a.config(), &a.store, hq.id(), t(2)).unwrap();
+    let mut sh = Session::new(hq.config(), &hq.store, a.id(), t(2)).unwrap();
+    let hello_h = sh.poll_transmit().unwrap();
+    sa.handle_input(&a.store, &hello_h, t(2)).unwrap();
+    let mut result = Ok(());
+    while let Some(frame) = sa.poll_transmit() {
+        let mut msg = Message::decode(&frame[4..]).unwrap();
+        if let Message::Batch(b) = &mut msg {
+            // Flip one bit of the first change's signature.
+            let env = &mut b.changes[0];
+            env[60] ^= 1;
+            assert!(decode_change(env).unwrap().verify().is_err());
+        }
+        if let Err(e) = sh.handle_input(&hq.store, &msg.to_frame(), t(2)) {
+            result = Err(e);
+            break;
+        }
+    }
+    let err = result.unwrap_err();
+    assert!(matches!(err, SessionError::Forgery(_)), "{err}");
+    assert!(sh.is_closed());
+    assert!(hq.store.list_cases().unwrap().is_empty());
+    let close = std::iter::from_fn(|| sh.poll_transmit()).last().unwrap();
+    assert!(matches!(
+        Message::decode(&close[4..]).unwrap(),
+        Message::Close {
+            code: CloseCode::Forgery,
+            ..
+        }
+    ));
+    let _ = (
+        encode_change,
+        Signed::<fieldsync_case::ChangePayload>::payload,
+    );
+}
+
+#[test]
+fn revocations_travel_and_a_revoked_device_is_refused() {
+    let mut w = World::new();
+    let mut hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let b = w.node(3, "b", Role::Field, &["general"], &["general"]);
+    new_case(&a, 1, "general", "Before");
+    sync(&a, &hq, t(2)).3.unwrap();
+    let point = a.store.log_head().unwrap();
+    let list =
+        w.hq.revoke(
+            None,
+            Revocation::new(a.id(), t(3), "lost in Rome").accepting(0, point),
+            t(3),
+        )
+        .unwrap();
+    hq.authority.adopt(list.clone());
+    hq.store.set_revocations(&list.to_bytes()).unwrap();
+    let (_, eb, _, ok) = sync(&b, &hq, t(4));
+    ok.unwrap();
+    assert!(
+        eb.iter()
+            .any(|e| matches!(e, Event::RevocationsUpdated { sequence: 1 }))
+    );
+    assert!(b.store.revocations().unwrap().is_some());
+    let (_, _, _, refused) = sync(&a, &hq, t(5));
+    let msg = refused.unwrap_err();
+    assert!(msg.contains("revoked"), "{msg}");
+}
+
+#[test]
+fn a_certificate_for_another_key_is_refused() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let impostor = w.node(3, "impostor", Role::Field, &["general"], &["general"]);
+    // The relay believes it talks to `impostor` (the transport said so), but `a`'s certificate arrives.
+    let mut sa = Session::new(a.config(), &a.store, hq.id(), t(1)).unwrap();
+    let mut sh = Session::new(hq.config(), &hq.store, impostor.id(), t(1)).unwrap();
+    let hello = sa.poll_transmit().unwrap();
+    let err = sh.handle_input(&hq.store, &hello, t(1)).unwrap_err();
+    assert!(matches!(err, SessionError::NotAllowed(_)), "{err}");
+    let _ = sh.poll_transmit();
+}

@@ -1,0 +1,270 @@
+//! What the sync engine reads: this node's log for a peer, peers' cursors,
+//! and per-case heads and changes for repair.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use fieldsync_case::{CHANGE_ENVELOPE_V1, CHANGE_HEADER_LEN, ChangeHash, Genesis};
+use fieldsync_identity::{CaseId, DeviceId, decode_signed};
+use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::cases::{case_seqs, genesis_of};
+use crate::error::StoreError;
+use crate::rows::{CaseRow, decode, encode};
+use crate::store::Store;
+use crate::tables::{CASES, CHANGES, CURSORS, LOG};
+
+/// Most log entries [`Store::read_log`] examines in one call, readable or
+/// not, so that a peer allowed to read little of a large log cannot make one
+/// call scan all of it.
+pub const READ_LOG_SCAN_LIMIT: usize = 65_536;
+
+/// A position in some node's log: the log's epoch (16 random bytes chosen
+/// when that node's store was created) and a sequence number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The log's epoch: a new epoch means a new log (restored or wiped node).
+    pub epoch: [u8; 16],
+    /// The last sequence number covered.
+    pub seq: u64,
+}
+
+/// One change of this node's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its log position.
+    pub seq: u64,
+    /// Its case.
+    pub case: CaseId,
+    /// The signed change envelope, exactly as stored.
+    pub envelope: Vec<u8>,
+}
+
+/// A batch of this node's log, for a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogBatch {
+    /// The readable entries, in log order.
+    pub entries: Vec<LogEntry>,
+    /// The signed genesis bytes of every case with an entry in this batch,
+    /// in order of first appearance.
+    pub geneses: Vec<(CaseId, Vec<u8>)>,
+    /// The position to resume after: the last position examined, including
+    /// skipped unreadable entries (`after` when nothing was examined).
+    pub next: u64,
+    /// Whether `next` is the end of the log (when read).
+    pub at_end: bool,
+}
+
+/// A case's current heads, for repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseHeads {
+    /// The case.
+    pub case: CaseId,
+    /// Its signed genesis bytes.
+    pub genesis: Vec<u8>,
+    /// Its heads, sorted.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// The case an envelope is signed for, read from its header alone.
+fn envelope_case(env: &[u8]) -> Option<CaseId> {
+    if env.len() < CHANGE_HEADER_LEN || env[0] != CHANGE_ENVELOPE_V1 {
+        return None;
+    }
+    let mut case = [0u8; 16];
+    case.copy_from_slice(&env[1..17]);
+    Some(CaseId::from_bytes(case))
+}
+
+fn dbe(op: &'static str) -> impl Fn(redb::StorageError) -> StoreError {
+    move |e| StoreError::db(op)(e.into())
+}
+
+fn tbe(op: &'static str) -> impl Fn(redb::TableError) -> StoreError {
+    move |e| StoreError::db(op)(e.into())
+}
+
+impl Store {
+    /// The last position of this node's log (0 when it is empty).
+    pub fn log_head(&self) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        let log = txn.open_table(LOG).map_err(tbe("log head"))?;
+        Ok(log
+            .last()
+            .map_err(dbe("log head"))?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
+    }
+
+    /// Reads this node's log after position `after`, for a peer: the entries
+    /// of cases whose genesis is `readable` (asked once per case), with those
+    /// cases' geneses. Unreadable entries are skipped but advance `next`.
+    ///
+    /// Stops after `max_changes` entries, or before an entry that would take
+    /// the batch over `max_bytes` (counting envelopes and the geneses the
+    /// batch carries), but always returns at least one entry if one is
+    /// readable; and stops after examining [`READ_LOG_SCAN_LIMIT`] entries,
+    /// so `entries` may be empty while `at_end` is false: call again from
+    /// `next`. Only envelope headers are read: no change is parsed and no
+    /// document loaded.
+    pub fn read_log(
+        &self,
+        after: u64,
+        max_changes: usize,
+        max_bytes: usize,
+        readable: impl Fn(&Genesis) -> bool,
+    ) -> Result<LogBatch, StoreError> {
+        let txn = self.read()?;
+        let log = txn.open_table(LOG).map_err(tbe("read log"))?;
+        let cases = txn.open_table(CASES).map_err(tbe("read log"))?;
+        let last = log
+            .last()
+            .map_err(dbe("read log"))?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0);
+        let mut batch = LogBatch {
+            next: after,
+            ..LogBatch::default()
+        };
+        let Some(first) = after.checked_add(1) else {
+            batch.at_end = true;
+            return Ok(batch);
+        };
+        // Per case: its genesis bytes when readable, and whether the batch carries it yet.
+        let mut seen: HashMap<CaseId, Option<(Vec<u8>, bool)>> = HashMap::new();
+        let mut bytes = 0usize;
+        let mut examined = 0usize;
+        for entry in log.range(first..).map_err(dbe("read log"))? {
+            if batch.entries.len() >= max_changes || examined >= READ_LOG_SCAN_LIMIT {
+                break;
+            }
+            let (k, v) = entry.map_err(dbe("read log"))?;
+            let seq = k.value();
+            let envelope = self.seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
+            let case = envelope_case(&envelope)
+                .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
+            let state = match seen.entry(case) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(
+                    self.readable_genesis(&cases, &case, &readable)?
+                        .map(|g| (g, false)),
+                ),
+            };
+            let Some((genesis, carried)) = state else {
+                examined += 1;
+                batch.next = seq;
+                continue;
+            };
+            let cost = envelope.len() + if *carried { 0 } else { genesis.len() };
+            if !batch.entries.is_empty() && bytes.saturating_add(cost) > max_bytes {
+                break;
+            }
+            if !*carried {
+                *carried = true;
+                batch.geneses.push((case, genesis.clone()));
+            }
+            bytes = bytes.saturating_add(cost);
+            examined += 1;
+            batch.next = seq;
+            batch.entries.push(LogEntry {
+                seq,
+                case,
+                envelope,
+            });
+        }
+        batch.at_end = batch.next >= last;
+        Ok(batch)
+    }
+
+    /// A case's signed genesis bytes if `readable` accepts its genesis.
+    fn readable_genesis(
+        &self,
+        cases: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        case: &CaseId,
+        readable: &impl Fn(&Genesis) -> bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .read_row(cases, &self.seal.case_key(case))?
+            .ok_or_else(|| StoreError::corrupt(format!("case {case} has changes but no row")))?;
+        let signed = decode_signed::<Genesis>(&row.genesis)
+            .map_err(|e| StoreError::corrupt(format!("case {case} genesis: {e}")))?;
+        Ok(readable(signed.payload().value()).then_some(row.genesis))
+    }
+
+    /// How far this node has ingested `peer`'s log, if it ever did.
+    pub fn peer_cursor(&self, peer: &DeviceId) -> Result<Option<Cursor>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(CURSORS).map_err(tbe("read cursor"))?;
+        match table
+            .get(peer.as_bytes().as_slice())
+            .map_err(dbe("read cursor"))?
+        {
+            Some(v) => {
+                let plain = self.seal.open(CURSORS.name(), peer.as_bytes(), v.value())?;
+                Ok(Some(decode(&plain, "cursor")?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `peer`'s cursor inside `txn`.
+    pub(crate) fn write_cursor_in(
+        &self,
+        txn: &WriteTransaction,
+        peer: &DeviceId,
+        cursor: &Cursor,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(CURSORS).map_err(tbe("write cursor"))?;
+        let sealed = self
+            .seal
+            .seal(CURSORS.name(), peer.as_bytes(), &encode(cursor)?);
+        table
+            .insert(peer.as_bytes().as_slice(), sealed.as_slice())
+            .map_err(dbe("write cursor"))?;
+        Ok(())
+    }
+
+    /// Every case with its genesis and current heads, sorted by case (from
+    /// the case rows alone: no document is loaded).
+    pub fn case_heads(&self) -> Result<Vec<CaseHeads>, StoreError> {
+        let txn = self.read()?;
+        let cases = txn.open_table(CASES).map_err(tbe("case heads"))?;
+        let mut out = Vec::with_capacity(usize::try_from(cases.len().unwrap_or(0)).unwrap_or(0));
+        for entry in cases.iter().map_err(dbe("case heads"))? {
+            let (k, v) = entry.map_err(dbe("case heads"))?;
+            let plain = self.seal.open(CASES.name(), k.value(), v.value())?;
+            let row: CaseRow = decode(&plain, "case row")?;
+            let case = genesis_of(&row)?.value().case;
+            out.push(CaseHeads {
+                case,
+                heads: row.heads.iter().copied().map(ChangeHash).collect(),
+                genesis: row.genesis,
+            });
+        }
+        out.sort_by_key(|h| h.case);
+        Ok(out)
+    }
+
+    /// Every stored change envelope of a case, in log order (which is
+    /// causal). Empty for a case this node does not hold.
+    pub fn case_envelopes(&self, case: &CaseId) -> Result<Vec<Vec<u8>>, StoreError> {
+        let key = self.seal.case_key(case);
+        let txn = self.read()?;
+        let index = txn.open_table(CHANGES).map_err(tbe("case envelopes"))?;
+        let log = txn.open_table(LOG).map_err(tbe("case envelopes"))?;
+        case_seqs(&index, &key, 0)?
+            .into_iter()
+            .map(|seq| self.read_log_bytes(&log, seq))
+            .collect()
+    }
+
+    /// Whether a change of `case` is stored in the log (a change held in
+    /// pending is not).
+    pub fn has_change(&self, case: &CaseId, hash: &ChangeHash) -> Result<bool, StoreError> {
+        let key = self.seal.case_key(case);
+        let txn = self.read()?;
+        let index = txn.open_table(CHANGES).map_err(tbe("look up a change"))?;
+        self.is_stored(&index, &key, hash)
+    }
+}
