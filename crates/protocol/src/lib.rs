@@ -12,6 +12,7 @@
 mod authority;
 mod error;
 mod receipt;
+mod repair;
 mod session;
 mod wire;
 
@@ -23,6 +24,6 @@ pub use receipt::{
 pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, Session, SessionConfig};
 pub use wire::{
     Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, MAX_FRAME_LEN,
-    MAX_REASON_LEN, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, WireCursor,
-    WireError,
+    MAX_REASON_LEN, MAX_REPAIR_CASES, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION,
+    REPAIR_BUCKETS, RepairDigest, RepairHeads, WireCursor, WireError,
 };

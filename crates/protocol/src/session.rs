@@ -26,15 +26,17 @@ use fieldsync_identity::{
     Timestamp, decode_signed, verify_batch,
 };
 use fieldsync_store::{
-    Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
+    BundleError, Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
 };
 
 use crate::authority::Authority;
 use crate::error::SessionError;
 use crate::receipt::{RECEIPT_VERSION, ReceiptBody, ReceiptError, encode_receipt, verify_receipt};
+use crate::repair;
 use crate::wire::{
     Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
-    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, WireCursor,
+    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, REPAIR_BUCKETS, RepairDigest,
+    RepairHeads, WireCursor,
 };
 
 /// Batches sent and not yet acknowledged, at most.
@@ -137,6 +139,8 @@ pub struct Session {
     certs: BTreeMap<DeviceId, DeviceCertificate>,
     sent_caught_up: bool,
     peer_caught_up: bool,
+    /// Repair under way: the digest we sent, awaiting the peer's heads.
+    repair: Option<RepairDigest>,
 }
 
 /// The signing counter of a change envelope, read from its header.
@@ -155,6 +159,44 @@ fn envelope_signer(env: &[u8]) -> Option<DeviceId> {
     PublicKey::from_slice(key)
         .ok()
         .map(DeviceId::from_public_key)
+}
+
+/// Stores a verified, authorized batch. A validly signed change that
+/// Automerge cannot apply (it panics on some malformed changes) must not
+/// block the peer's log forever: the changes of that case in this batch go
+/// to quarantine with the reason, and the rest is stored.
+fn ingest_or_quarantine(
+    store: &Store,
+    mut ingest: Ingest,
+    now: Timestamp,
+) -> Result<IngestReport, SessionError> {
+    for _ in 0..=ingest.cases.len() {
+        match store.ingest(ingest.clone(), now) {
+            Err(BundleError::Apply { case, error }) => {
+                let Some(at) = ingest
+                    .cases
+                    .iter()
+                    .position(|(g, _)| g.payload().value().case.to_string() == case)
+                else {
+                    return Err(BundleError::Apply { case, error }.into());
+                };
+                let (genesis, changes) = ingest.cases.remove(at);
+                tracing::warn!(%case, %error, "Automerge refused a change; quarantining the case's batch");
+                for change in changes {
+                    ingest.quarantine.push(QuarantineEntry {
+                        at: now,
+                        reason: format!("Automerge could not apply this case's changes: {error}"),
+                        change: fieldsync_case::encode_change(change.as_signed()),
+                        case: change.payload().case(),
+                        signer: change.device(),
+                        genesis: fieldsync_identity::encode_signed(genesis.as_signed()),
+                    });
+                }
+            }
+            other => return Ok(other?),
+        }
+    }
+    Err(SessionError::Protocol("could not store the batch".into()))
 }
 
 impl Session {
@@ -204,6 +246,7 @@ impl Session {
             certs,
             sent_caught_up: false,
             peer_caught_up: false,
+            repair: None,
         };
         s.send(&Message::Hello(hello));
         Ok(s)
@@ -339,6 +382,8 @@ impl Session {
                 Ok(())
             }
             (State::Open, Message::Revocations(bytes)) => self.on_revocations(store, &bytes, now),
+            (State::Open, Message::RepairDigest(d)) => self.on_repair_digest(store, d),
+            (State::Open, Message::RepairHeads(h)) => self.on_repair_heads(store, h, now),
             (state, msg) => Err(SessionError::Protocol(format!(
                 "unexpected {} while {state:?}",
                 match msg {
@@ -347,6 +392,8 @@ impl Session {
                     Message::Ack(_) => "ack",
                     Message::CaughtUp { .. } => "caught-up",
                     Message::Revocations(_) => "revocations",
+                    Message::RepairDigest(_) => "repair digest",
+                    Message::RepairHeads(_) => "repair heads",
                     Message::Close { .. } => "close",
                 }
             ))),
@@ -384,11 +431,16 @@ impl Session {
             ));
         }
         let head = store.log_head()?;
-        self.send_next = match h.want {
-            Some(c) if c.epoch == self.my_epoch => c.seq.min(head),
-            // Never synced, or our log was replaced: send it all (the peer
-            // ignores what it already holds).
-            _ => 0,
+        // Where to start sending our log: at the peer's cursor when it is one
+        // into this log; from the start to a peer with nothing; otherwise the
+        // peer holds an unknown part of what we have: repair.
+        let repair = match h.want {
+            Some(c) if c.epoch == self.my_epoch => {
+                self.send_next = c.seq.min(head);
+                false
+            }
+            Some(_) => head > 0,
+            None => head > 0 && h.head > 0,
         };
         store.record_peer(
             &cert.device(),
@@ -416,7 +468,88 @@ impl Session {
             let bytes = list.to_bytes();
             self.send(&Message::Revocations(bytes));
         }
+        if repair {
+            let peer_cert = self.certs.get(&self.expected_peer).cloned();
+            let mine = match &peer_cert {
+                Some(c) => repair::readable_heads(store, &|g| Authority::may_read(c, g))?,
+                None => Vec::new(),
+            };
+            let d = repair::digest(&mine, head);
+            self.send(&Message::RepairDigest(d.clone()));
+            self.repair = Some(d);
+            return Ok(());
+        }
         self.pump(store, now)
+    }
+
+    /// Repair, receiving side: answer with our heads of the differing buckets.
+    fn on_repair_digest(&mut self, store: &Store, d: RepairDigest) -> Result<(), SessionError> {
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("repair before hello".into()));
+        };
+        let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
+        self.send(&Message::RepairHeads(repair::answer(&mine, &d)));
+        Ok(())
+    }
+
+    /// Repair, sending side: send what the peer lacks, then carry on from
+    /// the log position the repair started at.
+    fn on_repair_heads(
+        &mut self,
+        store: &Store,
+        theirs: RepairHeads,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        let Some(sent) = self.repair.take() else {
+            return Err(SessionError::Protocol(
+                "repair heads without a repair".into(),
+            ));
+        };
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("repair before hello".into()));
+        };
+        if theirs
+            .differing
+            .iter()
+            .any(|&b| usize::from(b) >= REPAIR_BUCKETS)
+        {
+            return Err(SessionError::Protocol("repair bucket out of range".into()));
+        }
+        let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
+        let lacking = repair::missing(store, &mine, &theirs)?;
+        let mut out = Batch::default();
+        for (_, genesis, envs) in lacking {
+            for env in envs {
+                if out.changes.len() >= MAX_BATCH_CHANGES
+                    || out.payload_len() + env.len() + genesis.len() > MAX_BATCH_BYTES / 2
+                {
+                    self.send_batch(std::mem::take(&mut out));
+                }
+                if !out.geneses.contains(&genesis) {
+                    out.geneses.push(genesis.clone());
+                    if let Ok(g) = decode_signed::<Genesis>(&genesis) {
+                        self.add_certificate(&mut out, g.payload().value().creator);
+                    }
+                }
+                if let Some(a) = envelope_signer(&env) {
+                    self.add_certificate(&mut out, a);
+                }
+                out.changes.push(env);
+            }
+        }
+        out.through = sent.head;
+        self.send_batch(out);
+        self.send_next = sent.head;
+        self.pump(store, now)
+    }
+
+    fn add_certificate(&mut self, out: &mut Batch, author: DeviceId) {
+        if !self.sent_certs.contains(&author)
+            && let Some(c) = self.certs.get(&author)
+        {
+            out.certificates.push(c.to_bytes());
+            self.sent_certs.insert(author);
+        }
     }
 
     /// Sends batches of our log while the window allows.
@@ -425,6 +558,9 @@ impl Session {
         let Some(peer) = self.peer.clone() else {
             return Ok(());
         };
+        if self.repair.is_some() {
+            return Ok(());
+        }
         // A device's own changes carry its log position as their counter:
         // those we hold from its current log, it holds too. Do not echo them.
         let peer_device = peer.cert.device();
@@ -489,12 +625,7 @@ impl Session {
                 out.changes.push(e.envelope);
             }
             for a in authors {
-                if !self.sent_certs.contains(&a)
-                    && let Some(c) = self.certs.get(&a)
-                {
-                    out.certificates.push(c.to_bytes());
-                    self.sent_certs.insert(a);
-                }
+                self.add_certificate(&mut out, a);
             }
             self.send_next = batch.next;
             self.send_batch(out);
@@ -559,20 +690,18 @@ impl Session {
             SessionError::Forgery(format!("change {} of the batch: {}", e.index, e.error))
         })?;
         let (cases, quarantine) = self.authorize(&geneses, verified, now);
-        let report = store.ingest(
-            Ingest {
-                cases,
-                quarantine,
-                peer_cursor: Some((
-                    peer.cert.device(),
-                    Cursor {
-                        epoch: peer.epoch,
-                        seq: b.through,
-                    },
-                )),
-            },
-            now,
-        )?;
+        let ingest = Ingest {
+            cases,
+            quarantine,
+            peer_cursor: Some((
+                peer.cert.device(),
+                Cursor {
+                    epoch: peer.epoch,
+                    seq: b.through,
+                },
+            )),
+        };
+        let report = ingest_or_quarantine(store, ingest, now)?;
         for device in carried {
             if let Some(cert) = self.certs.get(&device)
                 && device != peer.cert.device()

@@ -100,6 +100,31 @@ pub enum CloseCode {
     Limit,
 }
 
+/// Number of buckets in a repair digest.
+pub const REPAIR_BUCKETS: usize = 64;
+/// Most cases listed in one `RepairHeads` message.
+pub const MAX_REPAIR_CASES: usize = 65_536;
+
+/// The sender's per-case heads, summarized: case ids fall into
+/// [`REPAIR_BUCKETS`] buckets by their first byte; each bucket's digest is a
+/// hash over its cases and their heads. Equal sets cost a few hundred bytes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RepairDigest {
+    /// One 8-byte digest per bucket.
+    pub buckets: Vec<[u8; 8]>,
+    /// The sender's log head when the repair started.
+    pub head: u64,
+}
+
+/// The receiver's heads for every case in the buckets that differ.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairHeads {
+    /// Indices of the buckets whose digests differ.
+    pub differing: Vec<u8>,
+    /// (case id, its heads) for the receiver's cases in those buckets.
+    pub cases: Vec<([u8; 16], Vec<[u8; 32]>)>,
+}
+
 /// Every message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -116,6 +141,10 @@ pub enum Message {
     },
     /// A headquarters-signed revocation list.
     Revocations(Vec<u8>),
+    /// Repair: the sender's per-case heads, bucketed (its log is new to the receiver).
+    RepairDigest(RepairDigest),
+    /// Repair: the receiver's heads of the cases in differing buckets.
+    RepairHeads(RepairHeads),
     /// The sender ends the session.
     Close {
         /// Why.
@@ -167,6 +196,8 @@ const T_ACK: u8 = 3;
 const T_CAUGHT_UP: u8 = 4;
 const T_REVOCATIONS: u8 = 5;
 const T_CLOSE: u8 = 6;
+const T_REPAIR_DIGEST: u8 = 7;
+const T_REPAIR_HEADS: u8 = 8;
 
 #[derive(Serialize, Deserialize)]
 struct CloseBody {
@@ -234,6 +265,8 @@ impl Message {
             Message::Ack(a) => body(T_ACK, a),
             Message::CaughtUp { head } => body(T_CAUGHT_UP, head),
             Message::Revocations(r) => body(T_REVOCATIONS, r),
+            Message::RepairDigest(d) => body(T_REPAIR_DIGEST, d),
+            Message::RepairHeads(h) => body(T_REPAIR_HEADS, h),
             Message::Close { code, reason } => {
                 let mut reason = reason.clone();
                 if reason.len() > MAX_REASON_LEN {
@@ -269,6 +302,26 @@ impl Message {
                 head: parse("caught-up", rest)?,
             },
             T_REVOCATIONS => Message::Revocations(parse("revocations", rest)?),
+            T_REPAIR_DIGEST => {
+                let d: RepairDigest = parse("repair digest", rest)?;
+                if d.buckets.len() != REPAIR_BUCKETS {
+                    return Err(WireError::Malformed {
+                        what: "repair digest",
+                        detail: format!("{} buckets, expected {REPAIR_BUCKETS}", d.buckets.len()),
+                    });
+                }
+                Message::RepairDigest(d)
+            }
+            T_REPAIR_HEADS => {
+                let h: RepairHeads = parse("repair heads", rest)?;
+                if h.cases.len() > MAX_REPAIR_CASES {
+                    return Err(WireError::Malformed {
+                        what: "repair heads",
+                        detail: format!("{} cases (limit {MAX_REPAIR_CASES})", h.cases.len()),
+                    });
+                }
+                Message::RepairHeads(h)
+            }
             T_CLOSE => {
                 let c: CloseBody = parse("close", rest)?;
                 if c.reason.len() > MAX_REASON_LEN {
@@ -376,6 +429,14 @@ mod tests {
             }),
             Message::CaughtUp { head: 77 },
             Message::Revocations(vec![8; 50]),
+            Message::RepairDigest(RepairDigest {
+                buckets: vec![[3; 8]; REPAIR_BUCKETS],
+                head: 9,
+            }),
+            Message::RepairHeads(RepairHeads {
+                differing: vec![1, 5],
+                cases: vec![([1; 16], vec![[2; 32]])],
+            }),
             Message::Close {
                 code: CloseCode::Forgery,
                 reason: "bad signature".into(),
@@ -441,7 +502,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(i in 0usize..6, pos in any::<usize>(), byte in any::<u8>()) {
+        fn mutated_messages_never_panic(i in 0usize..8, pos in any::<usize>(), byte in any::<u8>()) {
             let mut m = samples()[i].encode();
             let at = pos % m.len();
             m[at] = byte;

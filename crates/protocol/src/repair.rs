@@ -1,0 +1,144 @@
+//! Repair: when a peer's cursor into our log is lost or belongs to an older
+//! log (a restored relay, a wiped device, a new office relay), compare
+//! per-case heads through bucketed digests and send only the changes of the
+//! cases that differ, and of those only what the peer lacks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fieldsync_case::{ChangeHash, Genesis, decode_change};
+use fieldsync_identity::{CaseId, decode_signed};
+use fieldsync_store::{CaseHeads, Store};
+
+use crate::error::SessionError;
+use crate::wire::{REPAIR_BUCKETS, RepairDigest, RepairHeads};
+
+/// The bucket of a case.
+pub(crate) fn bucket(case: &CaseId) -> usize {
+    usize::from(case.as_bytes()[0]) % REPAIR_BUCKETS
+}
+
+/// This node's cases that `readable` admits, with their heads.
+pub(crate) fn readable_heads(
+    store: &Store,
+    readable: &dyn Fn(&Genesis) -> bool,
+) -> Result<Vec<CaseHeads>, SessionError> {
+    Ok(store
+        .case_heads()?
+        .into_iter()
+        .filter(|h| {
+            decode_signed::<Genesis>(&h.genesis).is_ok_and(|g| readable(g.payload().value()))
+        })
+        .collect())
+}
+
+/// The digest of a set of case heads (sorted by case, as the store returns them).
+pub(crate) fn digest(heads: &[CaseHeads], head: u64) -> RepairDigest {
+    let mut hashers: Vec<blake3::Hasher> =
+        (0..REPAIR_BUCKETS).map(|_| blake3::Hasher::new()).collect();
+    for h in heads {
+        let hasher = &mut hashers[bucket(&h.case)];
+        hasher.update(h.case.as_bytes());
+        hasher.update(&(h.heads.len() as u32).to_be_bytes());
+        for head in &h.heads {
+            hasher.update(&head.0);
+        }
+    }
+    let buckets = hashers
+        .into_iter()
+        .map(|h| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+            b
+        })
+        .collect();
+    RepairDigest { buckets, head }
+}
+
+/// The receiver's answer: its heads for every case in a bucket that differs.
+pub(crate) fn answer(mine: &[CaseHeads], theirs: &RepairDigest) -> RepairHeads {
+    let ours = digest(mine, 0);
+    let differing: BTreeSet<usize> = (0..REPAIR_BUCKETS)
+        .filter(|&i| ours.buckets[i] != theirs.buckets[i])
+        .collect();
+    RepairHeads {
+        differing: differing.iter().map(|&i| i as u8).collect(),
+        cases: mine
+            .iter()
+            .filter(|h| differing.contains(&bucket(&h.case)))
+            .map(|h| (*h.case.as_bytes(), h.heads.iter().map(|c| c.0).collect()))
+            .collect(),
+    }
+}
+
+/// Our changes (envelopes in log order, with the case genesis) that the
+/// peer lacks, for the cases in the buckets it found different.
+#[allow(clippy::type_complexity)]
+pub(crate) fn missing(
+    store: &Store,
+    mine: &[CaseHeads],
+    theirs: &RepairHeads,
+) -> Result<Vec<(CaseId, Vec<u8>, Vec<Vec<u8>>)>, SessionError> {
+    let peer: BTreeMap<CaseId, Vec<ChangeHash>> = theirs
+        .cases
+        .iter()
+        .map(|(c, h)| {
+            (
+                CaseId::from_bytes(*c),
+                h.iter().map(|x| ChangeHash(*x)).collect(),
+            )
+        })
+        .collect();
+    let differing: BTreeSet<usize> = theirs.differing.iter().map(|&b| usize::from(b)).collect();
+    let mut out = Vec::new();
+    for h in mine {
+        if !differing.contains(&bucket(&h.case)) {
+            continue;
+        }
+        let theirs = peer.get(&h.case);
+        if theirs == Some(&h.heads) {
+            continue;
+        }
+        let envs = store.case_envelopes(&h.case)?;
+        let send = match theirs {
+            None => envs,
+            Some(their_heads) => lacking(envs, their_heads)?,
+        };
+        if !send.is_empty() {
+            out.push((h.case, h.genesis.clone(), send));
+        }
+    }
+    Ok(out)
+}
+
+/// The envelopes not among the ancestors of `heads` (heads we do not know
+/// are the peer's own changes; they hide nothing we have).
+fn lacking(envs: Vec<Vec<u8>>, heads: &[ChangeHash]) -> Result<Vec<Vec<u8>>, SessionError> {
+    let mut deps: BTreeMap<ChangeHash, Vec<ChangeHash>> = BTreeMap::new();
+    let mut order = Vec::with_capacity(envs.len());
+    for env in &envs {
+        let c = decode_change(env)
+            .map_err(|e| SessionError::Protocol(format!("stored change: {e}")))?;
+        let p = c.payload();
+        order.push(p.hash());
+        deps.insert(p.hash(), p.deps());
+    }
+    let mut held: BTreeSet<ChangeHash> = BTreeSet::new();
+    let mut stack: Vec<ChangeHash> = heads
+        .iter()
+        .filter(|h| deps.contains_key(h))
+        .copied()
+        .collect();
+    while let Some(h) = stack.pop() {
+        if held.insert(h)
+            && let Some(ds) = deps.get(&h)
+        {
+            stack.extend(ds.iter().copied());
+        }
+    }
+    Ok(envs
+        .into_iter()
+        .zip(order)
+        .filter(|(_, h)| !held.contains(h))
+        .map(|(e, _)| e)
+        .collect())
+}
