@@ -141,6 +141,11 @@ pub struct Session {
     peer_caught_up: bool,
     /// Repair under way: the digest we sent, awaiting the peer's heads.
     repair: Option<RepairDigest>,
+    /// Our log position the peer held when the session opened: it holds the
+    /// genesis of every case whose first change here is at or before it.
+    peer_holds: u64,
+    /// Cases whose genesis this session has sent.
+    sent_geneses: BTreeSet<CaseId>,
 }
 
 /// The signing counter of a change envelope, read from its header.
@@ -247,6 +252,8 @@ impl Session {
             sent_caught_up: false,
             peer_caught_up: false,
             repair: None,
+            peer_holds: 0,
+            sent_geneses: BTreeSet::new(),
         };
         s.send(&Message::Hello(hello));
         Ok(s)
@@ -437,6 +444,7 @@ impl Session {
         let repair = match h.want {
             Some(c) if c.epoch == self.my_epoch => {
                 self.send_next = c.seq.min(head);
+                self.peer_holds = self.send_next;
                 false
             }
             Some(_) => head > 0,
@@ -456,6 +464,9 @@ impl Session {
             name: cert.name().to_owned(),
         });
         self.certs.insert(cert.device(), cert.clone());
+        // Both certificates travelled in the hellos.
+        self.sent_certs.insert(cert.device());
+        self.sent_certs.insert(self.cfg.certificate.device());
         self.peer = Some(Peer {
             cert,
             epoch: h.epoch,
@@ -518,14 +529,14 @@ impl Session {
         let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
         let lacking = repair::missing(store, &mine, &theirs)?;
         let mut out = Batch::default();
-        for (_, genesis, envs) in lacking {
+        for (case, genesis, envs) in lacking {
             for env in envs {
                 if out.changes.len() >= MAX_BATCH_CHANGES
                     || out.payload_len() + env.len() + genesis.len() > MAX_BATCH_BYTES / 2
                 {
                     self.send_batch(std::mem::take(&mut out));
                 }
-                if !out.geneses.contains(&genesis) {
+                if !out.geneses.contains(&genesis) && self.sent_geneses.insert(case) {
                     out.geneses.push(genesis.clone());
                     if let Ok(g) = decode_signed::<Genesis>(&genesis) {
                         self.add_certificate(&mut out, g.payload().value().creator);
@@ -569,8 +580,10 @@ impl Session {
             _ => 0,
         };
         while self.in_flight.len() < self.cfg.max_in_flight.max(1) {
-            let mut batch = store.read_log(
+            let mut batch = store.read_log_for_peer(
                 self.send_next,
+                self.peer_holds,
+                Some((&peer_device, peer.epoch)),
                 MAX_BATCH_CHANGES,
                 MAX_BATCH_BYTES / 2,
                 |g: &Genesis| Authority::may_read(&peer.cert, g),
@@ -612,7 +625,10 @@ impl Session {
                 ..Batch::default()
             };
             let mut authors = Vec::new();
-            for (_, g) in &batch.geneses {
+            for (case, g) in &batch.geneses {
+                if !self.sent_geneses.insert(*case) {
+                    continue;
+                }
                 if let Ok(s) = decode_signed::<Genesis>(g) {
                     authors.push(s.payload().value().creator);
                 }
@@ -678,11 +694,22 @@ impl Session {
         for (i, env) in b.changes.iter().enumerate() {
             let c = decode_change(env)
                 .map_err(|e| SessionError::Forgery(format!("change {i} of the batch: {e}")))?;
-            if !geneses.contains_key(&c.payload().case()) {
-                return Err(SessionError::Protocol(format!(
-                    "change {i} of the batch is for case {} but its genesis was not sent",
-                    c.payload().case().short()
-                )));
+            let case = c.payload().case();
+            if let std::collections::btree_map::Entry::Vacant(slot) = geneses.entry(case) {
+                // A case we already hold travels without its genesis.
+                let bytes = store.case_genesis(&case)?.ok_or_else(|| {
+                    SessionError::Protocol(format!(
+                        "change {i} of the batch is for case {} but its genesis was not sent",
+                        case.short()
+                    ))
+                })?;
+                let g = decode_signed::<Genesis>(&bytes)
+                    .map_err(|e| SessionError::Protocol(format!("stored genesis: {e}")))
+                    .and_then(|s| {
+                        verify_genesis(s)
+                            .map_err(|e| SessionError::Protocol(format!("stored genesis: {e}")))
+                    })?;
+                slot.insert(g);
             }
             signed.push(c);
         }

@@ -432,7 +432,15 @@ fn restored_copy(w: &mut World, from: &Node, seed: u8) -> Node {
             .collect();
         cases.push((g, changes));
     }
-    copy.store.ingest(Ingest { cases, ..Ingest::default() }, t(0)).unwrap();
+    copy.store
+        .ingest(
+            Ingest {
+                cases,
+                ..Ingest::default()
+            },
+            t(0),
+        )
+        .unwrap();
     copy
 }
 
@@ -450,7 +458,11 @@ fn repair_after_a_lost_cursor_sends_only_what_differs() {
     let restored = restored_copy(&mut w, &hq, 9);
     for i in 0..10u8 {
         let c = CaseId::from_bytes([i * 20; 16]);
-        a.store.edit_case(&c, t(3), "note", |d| d.add_note(a.id(), t(3), "after the restore")).unwrap();
+        a.store
+            .edit_case(&c, t(3), "note", |d| {
+                d.add_note(a.id(), t(3), "after the restore")
+            })
+            .unwrap();
     }
     let (repair, _, _, ok) = sync(&a, &restored, t(4));
     ok.unwrap();
@@ -463,8 +475,18 @@ fn repair_after_a_lost_cursor_sends_only_what_differs() {
     // whose heads the other side does not know is sent whole, so at 200 cases
     // the repair costs about a seventh of a full resync (it falls with the
     // number of cases: the digest and the differing buckets stay small).
-    assert!(total(&repair) * 5 < total(&full), "repair {repair:?} vs full {full:?}");
-    let heads = |n: &Node| n.store.case_heads().unwrap().into_iter().map(|h| (h.case, h.heads)).collect::<Vec<_>>();
+    assert!(
+        total(&repair) * 5 < total(&full),
+        "repair {repair:?} vs full {full:?}"
+    );
+    let heads = |n: &Node| {
+        n.store
+            .case_heads()
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.case, h.heads))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(heads(&restored), heads(&a));
     // And the next reconnect is an ordinary, cheap one.
     let (after, _, _, ok) = sync(&a, &restored, t(6));

@@ -197,6 +197,9 @@ impl Store {
         t.changes
             .insert((key.as_slice(), hash.0.as_slice()), seq)
             .map_err(dbe("append"))?;
+        if row.change_count == 0 {
+            row.first_seq = seq;
+        }
         row.change_count += 1;
         row.since_snapshot += 1;
         row.last_seq = seq;

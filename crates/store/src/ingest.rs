@@ -136,10 +136,15 @@ impl Store {
         let mut tally = Tally::default();
         let mut quarantined = 0;
         let docs = self.write("ingest", |txn| -> Result<_, BundleError> {
+            let before = self.log_head_in(txn)?;
             let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
             quarantined = self.quarantine_in(txn, quarantine)?;
             if let Some((peer, cursor)) = peer_cursor {
                 self.write_cursor_in(txn, &peer, &cursor)?;
+                let after = self.log_head_in(txn)?;
+                if after > before {
+                    self.write_origin_in(txn, before + 1, after, &peer, cursor.epoch)?;
+                }
             }
             Ok(docs)
         })?;

@@ -5,8 +5,8 @@ use redb::WriteTransaction;
 
 use crate::error::StoreError;
 use crate::tables::{
-    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, PENDING, QUARANTINE, RECEIPTS,
-    SNAPSHOTS,
+    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, ORIGINS, PENDING, QUARANTINE,
+    RECEIPTS, SNAPSHOTS,
 };
 
 /// One schema step.
@@ -26,6 +26,7 @@ fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(AUDIT)?;
     txn.open_table(PENDING)?;
     txn.open_table(CURSORS)?;
+    txn.open_table(ORIGINS)?;
     txn.open_table(ACKS)?;
     txn.open_table(RECEIPTS)?;
     txn.open_table(DEVICES)?;

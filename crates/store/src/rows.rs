@@ -35,6 +35,8 @@ pub(crate) struct CaseRow {
     pub(crate) heads: Vec<[u8; 32]>,
     /// Number of changes stored for this case.
     pub(crate) change_count: u64,
+    /// Log position of the case's first change on this node.
+    pub(crate) first_seq: u64,
     /// Log position of the case's latest change.
     pub(crate) last_seq: u64,
     /// The snapshot holds every change of the case at log positions up to
@@ -56,6 +58,7 @@ impl CaseRow {
             priority: String::new(),
             heads: Vec::new(),
             change_count: 0,
+            first_seq: 0,
             last_seq: 0,
             snapshot_seq: 0,
             since_snapshot: 0,

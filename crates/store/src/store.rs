@@ -186,6 +186,15 @@ impl Store {
         Self::initialize(db, device, None)
     }
 
+    /// Opens an existing store on any redb storage backend (simulations
+    /// reopen a crashed node from the image that survived this way).
+    pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(Path::new(":backend:"), e))?;
+        Self::from_db(db, None)
+    }
+
     /// Opens an existing store.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if !path.is_file() {

@@ -13,12 +13,23 @@ use crate::cases::{case_seqs, genesis_of};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASES, CHANGES, CURSORS, LOG};
+use crate::tables::{CASES, CHANGES, CURSORS, LOG, ORIGINS};
 
 /// Most log entries [`Store::read_log`] examines in one call, readable or
 /// not, so that a peer allowed to read little of a large log cannot make one
 /// call scan all of it.
 pub const READ_LOG_SCAN_LIMIT: usize = 65_536;
+
+/// Where a range of this node's log came from.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// Last log position of the range.
+    pub(crate) last: u64,
+    /// The peer it was stored from.
+    pub(crate) peer: DeviceId,
+    /// That peer's log epoch.
+    pub(crate) epoch: [u8; 16],
+}
 
 /// A position in some node's log: the log's epoch (16 random bytes chosen
 /// when that node's store was created) and a sequence number in it.
@@ -115,6 +126,29 @@ impl Store {
         max_bytes: usize,
         readable: impl Fn(&Genesis) -> bool,
     ) -> Result<LogBatch, StoreError> {
+        self.read_log_for_peer(after, 0, None, max_changes, max_bytes, readable)
+    }
+
+    /// Like [`Store::read_log`], for a peer known to hold this log through
+    /// `peer_holds`: the genesis of a case whose first change here is at or
+    /// before that position is not carried (the peer stored it with that change).
+    ///
+    /// With `from_peer` (the peer and its log epoch), entries stored from
+    /// that peer's log are skipped too: it holds them already.
+    pub fn read_log_for_peer(
+        &self,
+        after: u64,
+        peer_holds: u64,
+        from_peer: Option<(&DeviceId, [u8; 16])>,
+        max_changes: usize,
+        max_bytes: usize,
+        readable: impl Fn(&Genesis) -> bool,
+    ) -> Result<LogBatch, StoreError> {
+        let skip = match from_peer {
+            Some((peer, epoch)) => self.origin_ranges(after, peer, epoch)?,
+            None => Vec::new(),
+        };
+        let mut skip = skip.into_iter().peekable();
         let txn = self.read()?;
         let log = txn.open_table(LOG).map_err(tbe("read log"))?;
         let cases = txn.open_table(CASES).map_err(tbe("read log"))?;
@@ -141,6 +175,14 @@ impl Store {
             }
             let (k, v) = entry.map_err(dbe("read log"))?;
             let seq = k.value();
+            while skip.peek().is_some_and(|&(_, last)| last < seq) {
+                skip.next();
+            }
+            if skip.peek().is_some_and(|&(first, _)| first <= seq) {
+                examined += 1;
+                batch.next = seq;
+                continue;
+            }
             let envelope = self.seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
             let case = envelope_case(&envelope)
                 .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
@@ -148,7 +190,7 @@ impl Store {
                 Entry::Occupied(o) => o.into_mut(),
                 Entry::Vacant(v) => v.insert(
                     self.readable_genesis(&cases, &case, &readable)?
-                        .map(|g| (g, false)),
+                        .map(|(g, first)| (g, first <= peer_holds)),
                 ),
             };
             let Some((genesis, carried)) = state else {
@@ -183,13 +225,88 @@ impl Store {
         cases: &impl ReadableTable<&'static [u8], &'static [u8]>,
         case: &CaseId,
         readable: &impl Fn(&Genesis) -> bool,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let row = self
             .read_row(cases, &self.seal.case_key(case))?
             .ok_or_else(|| StoreError::corrupt(format!("case {case} has changes but no row")))?;
         let signed = decode_signed::<Genesis>(&row.genesis)
             .map_err(|e| StoreError::corrupt(format!("case {case} genesis: {e}")))?;
-        Ok(readable(signed.payload().value()).then_some(row.genesis))
+        Ok(readable(signed.payload().value()).then_some((row.genesis, row.first_seq)))
+    }
+
+    /// The log's last position, inside a write transaction.
+    pub(crate) fn log_head_in(&self, txn: &WriteTransaction) -> Result<u64, StoreError> {
+        let log = txn.open_table(LOG).map_err(tbe("log head"))?;
+        Ok(log
+            .last()
+            .map_err(dbe("log head"))?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
+    }
+
+    /// Records that log positions `first..=last` came from `peer`'s log.
+    pub(crate) fn write_origin_in(
+        &self,
+        txn: &WriteTransaction,
+        first: u64,
+        last: u64,
+        peer: &DeviceId,
+        epoch: [u8; 16],
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(ORIGINS).map_err(tbe("write origin"))?;
+        let origin = Origin {
+            last,
+            peer: *peer,
+            epoch,
+        };
+        table
+            .insert(
+                first,
+                self.seal
+                    .seal(ORIGINS.name(), &first.to_be_bytes(), &encode(&origin)?)
+                    .as_slice(),
+            )
+            .map_err(dbe("write origin"))?;
+        Ok(())
+    }
+
+    /// Log ranges after `after` that were stored from `peer`'s log at `epoch`, in order.
+    fn origin_ranges(
+        &self,
+        after: u64,
+        peer: &DeviceId,
+        epoch: [u8; 16],
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(ORIGINS).map_err(tbe("read origins"))?;
+        // One ingest stores a batch plus what it releases from pending, so a
+        // range that reaches past `after` starts at most this far before it.
+        let reach = (crate::ingest::MAX_PENDING_CHANGES + 4096) as u64;
+        let mut out = Vec::new();
+        for entry in table
+            .range(after.saturating_sub(reach)..)
+            .map_err(dbe("read origins"))?
+        {
+            let (k, v) = entry.map_err(dbe("read origins"))?;
+            let first = k.value();
+            let plain = self
+                .seal
+                .open(ORIGINS.name(), &first.to_be_bytes(), v.value())?;
+            let o: Origin = decode(&plain, "origin")?;
+            if o.last > after && o.peer == *peer && o.epoch == epoch {
+                out.push((first, o.last));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A case's signed genesis bytes, if this node holds the case.
+    pub fn case_genesis(&self, case: &CaseId) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let cases = txn.open_table(CASES).map_err(tbe("read case"))?;
+        Ok(self
+            .read_row(&cases, &self.seal.case_key(case))?
+            .map(|row| row.genesis))
     }
 
     /// How far this node has ingested `peer`'s log, if it ever did.

@@ -57,6 +57,12 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 pub(crate) const PENDING: TableDefinition<(&[u8], &[u8]), &[u8]> =
     TableDefinition::new("pending-1");
 
+/// `origins-1`: first log sequence number of a range → sealed postcard
+/// [`Origin`](crate::sync::Origin): the log range `first..=last` was stored from
+/// one peer's log (device id, epoch) in one ingest. A node never sends a peer
+/// back what that peer sent it.
+pub(crate) const ORIGINS: TableDefinition<u64, &[u8]> = TableDefinition::new("origins-1");
+
 /// `cursors-1`: peer device id (32 bytes) → sealed postcard [`Cursor`](crate::Cursor): how far
 /// this node has ingested that peer's log. Written in the transaction that stores the batch it
 /// covers.
