@@ -539,11 +539,11 @@ impl Session {
                 if !out.geneses.contains(&genesis) && self.sent_geneses.insert(case) {
                     out.geneses.push(genesis.clone());
                     if let Ok(g) = decode_signed::<Genesis>(&genesis) {
-                        self.add_certificate(&mut out, g.payload().value().creator);
+                        self.add_certificate(store, &mut out, g.payload().value().creator)?;
                     }
                 }
                 if let Some(a) = envelope_signer(&env) {
-                    self.add_certificate(&mut out, a);
+                    self.add_certificate(store, &mut out, a)?;
                 }
                 out.changes.push(env);
             }
@@ -554,13 +554,30 @@ impl Session {
         self.pump(store, now)
     }
 
-    fn add_certificate(&mut self, out: &mut Batch, author: DeviceId) {
-        if !self.sent_certs.contains(&author)
-            && let Some(c) = self.certs.get(&author)
-        {
+    fn add_certificate(
+        &mut self,
+        store: &Store,
+        out: &mut Batch,
+        author: DeviceId,
+    ) -> Result<(), SessionError> {
+        if self.sent_certs.contains(&author) {
+            return Ok(());
+        }
+        if !self.certs.contains_key(&author) {
+            // A device that reached this node after the session opened.
+            for (device, rec) in store.peers()? {
+                if let Ok(cert) =
+                    DeviceCertificate::from_bytes(&rec.certificate, self.cfg.authority.hq())
+                {
+                    self.certs.entry(device).or_insert(cert);
+                }
+            }
+        }
+        if let Some(c) = self.certs.get(&author) {
             out.certificates.push(c.to_bytes());
             self.sent_certs.insert(author);
         }
+        Ok(())
     }
 
     /// Sends batches of our log while the window allows.
@@ -641,7 +658,7 @@ impl Session {
                 out.changes.push(e.envelope);
             }
             for a in authors {
-                self.add_certificate(&mut out, a);
+                self.add_certificate(store, &mut out, a)?;
             }
             self.send_next = batch.next;
             self.send_batch(out);

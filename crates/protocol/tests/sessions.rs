@@ -493,3 +493,98 @@ fn repair_after_a_lost_cursor_sends_only_what_differs() {
     ok.unwrap();
     assert!(total(&after) < 1_500, "{after:?}");
 }
+
+/// Moves every queued frame between two open sessions until both are idle.
+fn settle(a: &Node, sa: &mut Session, b: &Node, sb: &mut Session, now: Timestamp) {
+    for _ in 0..100 {
+        let fa: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let fb: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        if fa.is_empty() && fb.is_empty() {
+            return;
+        }
+        for f in fa {
+            sb.handle_input(&b.store, &f, now).unwrap();
+        }
+        for f in fb {
+            sa.handle_input(&a.store, &f, now).unwrap();
+        }
+        // What a session stored grew its node's log: the driver tells the node's other sessions.
+    }
+    panic!("sessions do not settle");
+}
+
+#[test]
+fn live_changes_flow_to_connected_peers() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let b = w.node(3, "b", Role::Field, &["general"], &["general"]);
+    let c = new_case(&a, 1, "general", "Live");
+    let (mut a_hq, mut hq_a) = (
+        Session::new(a.config(), &a.store, hq.id(), t(1)).unwrap(),
+        Session::new(hq.config(), &hq.store, a.id(), t(1)).unwrap(),
+    );
+    let (mut b_hq, mut hq_b) = (
+        Session::new(b.config(), &b.store, hq.id(), t(1)).unwrap(),
+        Session::new(hq.config(), &hq.store, b.id(), t(1)).unwrap(),
+    );
+    settle(&a, &mut a_hq, &hq, &mut hq_a, t(1));
+    hq_b.handle_log_grew(&hq.store, t(1)).unwrap();
+    settle(&b, &mut b_hq, &hq, &mut hq_b, t(1));
+    assert!(a_hq.is_synced() && b_hq.is_synced());
+    assert_eq!(b.store.list_cases().unwrap().len(), 1);
+    // While all stay connected: an edit on A reaches B with no new session.
+    a.store
+        .edit_case(&c, t(2), "note", |d| d.add_note(a.id(), t(2), "live"))
+        .unwrap();
+    a_hq.handle_log_grew(&a.store, t(2)).unwrap();
+    settle(&a, &mut a_hq, &hq, &mut hq_a, t(2));
+    hq_b.handle_log_grew(&hq.store, t(2)).unwrap();
+    settle(&b, &mut b_hq, &hq, &mut hq_b, t(2));
+    assert_eq!(b.store.case_record(&c).unwrap().notes.len(), 1);
+    assert!(b_hq.is_synced() && hq_b.is_synced());
+}
+
+#[test]
+fn a_sync_cut_mid_way_resumes_where_it_stopped() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    // Enough changes for several batches.
+    for i in 0..200u8 {
+        let c = new_case(&a, i, "general", &format!("case {i}"));
+        let long = "x".repeat(2000);
+        a.store
+            .edit_case(&c, t(1), "summary", |d| d.set_field(Field::Summary, &long))
+            .unwrap();
+    }
+    let mut sa = Session::new(a.config(), &a.store, hq.id(), t(2)).unwrap();
+    let mut sh = Session::new(hq.config(), &hq.store, a.id(), t(2)).unwrap();
+    let hello = sh.poll_transmit().unwrap();
+    sa.handle_input(&a.store, &hello, t(2)).unwrap();
+    // Deliver the device's hello and only its first batch, then the link drops.
+    let frames: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+    assert!(
+        frames.len() > 3,
+        "expected several batches, got {}",
+        frames.len()
+    );
+    for f in &frames[..2] {
+        sh.handle_input(&hq.store, f, t(2)).unwrap();
+    }
+    let held = hq.store.peer_cursor(&a.id()).unwrap().unwrap().seq;
+    assert!(held > 0 && held < a.store.log_head().unwrap());
+    let stored_before = hq.store.case_heads().unwrap().len();
+    drop((sa, sh));
+    // A new connection: the relay's cursor says where to resume.
+    let (resumed, _, _, ok) = sync(&a, &hq, t(3));
+    ok.unwrap();
+    assert_eq!(hq.store.case_heads().unwrap().len(), 200);
+    // The resumed session carries the rest (the batches after the first),
+    // plus a hello and a certificate: not the first batch again.
+    let rest: usize = frames[2..].iter().map(Vec::len).sum();
+    assert!(
+        resumed.a_to_b < rest + 3_000,
+        "resume resent what was held ({stored_before} cases were): {resumed:?}"
+    );
+}
