@@ -4,8 +4,9 @@
 //! same run on the same data, beside the floor (the new changes' bytes plus
 //! their signatures).
 //!
-//! D cases exist on both sides; k = 10 cases changed on the device and 10
-//! other cases changed at headquarters while the device was offline.
+//! D cases exist on both sides, each with five changes of history; k = 10
+//! cases changed on the device and 10 other cases changed at headquarters
+//! while the device was offline.
 //! Bytes are counted on the wire (frames); round trips are the number of
 //! message exchanges until both sides are idle. Time on a link is computed
 //! as round trips × RTT + bytes ÷ bandwidth for the "satellite" profile
@@ -28,6 +29,8 @@ use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
 const T0: i64 = 1_790_000_000_000;
 const K: usize = 10;
+/// Notes added to every case before the offline period (its history).
+const HISTORY: usize = 3;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_millis(T0 + s * 1000)
@@ -201,6 +204,25 @@ fn scenario(d: usize) {
                 t(1),
             )
             .unwrap();
+        // A little history per case, as real cases have (the baseline's
+        // per-document messages grow with it; FieldSync's do not).
+        dev.store
+            .edit_case(&id, t(1), "triage", |doc| {
+                doc.set_field(fieldsync_case::Field::Status, "active")?;
+                doc.set_field(fieldsync_case::Field::Priority, "high")?;
+                doc.set_field(
+                    fieldsync_case::Field::Summary,
+                    "Container flagged at the port; manifest under review.",
+                )
+            })
+            .unwrap();
+        for n in 0..HISTORY {
+            dev.store
+                .edit_case(&id, t(1), "note", |doc| {
+                    doc.add_note(dev.store.device().id(), t(1), &format!("observation {n}"))
+                })
+                .unwrap();
+        }
         cases.push(id);
     }
     fieldsync(&dev, &hq, t(2));

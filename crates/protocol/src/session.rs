@@ -344,6 +344,29 @@ impl Session {
         }
     }
 
+    /// This node adopted a newer revocation list (from headquarters, or from
+    /// another session): use it from now on, pass it to the peer, and end
+    /// the session if the peer itself is now revoked.
+    pub fn handle_revocations(
+        &mut self,
+        list: RevocationList,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        if self.state == State::Closed || !self.cfg.authority.adopt(list.clone()) {
+            return Ok(());
+        }
+        if self.state == State::Open {
+            self.send(&Message::Revocations(list.to_bytes()));
+            if let Some(peer) = &self.peer {
+                let standing = self.cfg.authority.check_standing(&peer.cert, now);
+                if let Err(e) = standing {
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// New changes were stored locally: forward them if the peer is caught up.
     pub fn handle_log_grew(&mut self, store: &Store, now: Timestamp) -> Result<(), SessionError> {
         if self.state != State::Open {
@@ -734,6 +757,24 @@ impl Session {
             SessionError::Forgery(format!("change {} of the batch: {}", e.index, e.error))
         })?;
         let (cases, quarantine) = self.authorize(&geneses, verified, now);
+        // The certificates the batch carried are recorded with it: a stored
+        // change is never without its author's certificate.
+        let peers = carried
+            .into_iter()
+            .filter(|d| *d != peer.cert.device())
+            .filter_map(|d| {
+                self.certs.get(&d).map(|cert| {
+                    (
+                        d,
+                        PeerRecord {
+                            certificate: cert.to_bytes(),
+                            last_contact: now,
+                            carried_by: Some(peer.cert.device()),
+                        },
+                    )
+                })
+            })
+            .collect();
         let ingest = Ingest {
             cases,
             quarantine,
@@ -744,22 +785,9 @@ impl Session {
                     seq: b.through,
                 },
             )),
+            peers,
         };
         let report = ingest_or_quarantine(store, ingest, now)?;
-        for device in carried {
-            if let Some(cert) = self.certs.get(&device)
-                && device != peer.cert.device()
-            {
-                store.record_peer(
-                    &device,
-                    &PeerRecord {
-                        certificate: cert.to_bytes(),
-                        last_contact: now,
-                        carried_by: Some(peer.cert.device()),
-                    },
-                )?;
-            }
-        }
         if let Some(p) = self.peer.as_mut() {
             p.last_through = b.through;
         }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::audit::QuarantineEntry;
 use crate::cases::WriteTables;
 use crate::error::{BundleError, StoreError};
+use crate::peers::PeerRecord;
 use crate::rows::{CaseRow, PendingRow, decode, encode};
 use crate::store::{Store, StoreKind, read_meta, write_meta};
 use crate::sync::Cursor;
@@ -50,6 +51,9 @@ pub struct Ingest {
     pub quarantine: Vec<QuarantineEntry>,
     /// The peer's log position this batch reaches, written with the batch.
     pub peer_cursor: Option<(DeviceId, Cursor)>,
+    /// Certificates of authors the batch carried, recorded with the batch (a
+    /// stored change is never without its author's certificate).
+    pub peers: Vec<(DeviceId, PeerRecord)>,
 }
 
 /// What an ingest did.
@@ -132,11 +136,15 @@ impl Store {
             cases,
             quarantine,
             peer_cursor,
+            peers,
         } = batch;
         let mut tally = Tally::default();
         let mut quarantined = 0;
         let docs = self.write("ingest", |txn| -> Result<_, BundleError> {
             let before = self.log_head_in(txn)?;
+            for (device, rec) in &peers {
+                self.record_peer_in(txn, device, rec)?;
+            }
             let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
             quarantined = self.quarantine_in(txn, quarantine)?;
             if let Some((peer, cursor)) = peer_cursor {

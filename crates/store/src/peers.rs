@@ -212,16 +212,24 @@ impl Store {
 
     /// Records (or replaces) what this node knows of `device`.
     pub fn record_peer(&self, device: &DeviceId, rec: &PeerRecord) -> Result<(), StoreError> {
-        self.write("record peer", |txn| {
-            let mut table = txn.open_table(DEVICES).map_err(tbe("record peer"))?;
-            let sealed = self
-                .seal
-                .seal(DEVICES.name(), device.as_bytes(), &encode(rec)?);
-            table
-                .insert(device.as_bytes().as_slice(), sealed.as_slice())
-                .map_err(dbe("record peer"))?;
-            Ok(())
-        })
+        self.write("record peer", |txn| self.record_peer_in(txn, device, rec))
+    }
+
+    /// Records a peer inside `txn`.
+    pub(crate) fn record_peer_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        device: &DeviceId,
+        rec: &PeerRecord,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(DEVICES).map_err(tbe("record peer"))?;
+        let sealed = self
+            .seal
+            .seal(DEVICES.name(), device.as_bytes(), &encode(rec)?);
+        table
+            .insert(device.as_bytes().as_slice(), sealed.as_slice())
+            .map_err(dbe("record peer"))?;
+        Ok(())
     }
 
     /// Every peer this node knows, by device id.

@@ -13,7 +13,7 @@ use crate::cases::{case_seqs, genesis_of};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASES, CHANGES, CURSORS, LOG, ORIGINS};
+use crate::tables::{CASES, CHANGES, CURSORS, LOG, ORIGINS, PENDING};
 
 /// Most log entries [`Store::read_log`] examines in one call, readable or
 /// not, so that a peer allowed to read little of a large log cannot make one
@@ -25,8 +25,8 @@ pub const READ_LOG_SCAN_LIMIT: usize = 65_536;
 pub(crate) struct Origin {
     /// Last log position of the range.
     pub(crate) last: u64,
-    /// The peer it was stored from.
-    pub(crate) peer: DeviceId,
+    /// The peer it was stored from (its key bytes: compared, never parsed).
+    pub(crate) peer: [u8; 32],
     /// That peer's log epoch.
     pub(crate) epoch: [u8; 16],
 }
@@ -256,7 +256,7 @@ impl Store {
         let mut table = txn.open_table(ORIGINS).map_err(tbe("write origin"))?;
         let origin = Origin {
             last,
-            peer: *peer,
+            peer: *peer.as_bytes(),
             epoch,
         };
         table
@@ -293,7 +293,7 @@ impl Store {
                 .seal
                 .open(ORIGINS.name(), &first.to_be_bytes(), v.value())?;
             let o: Origin = decode(&plain, "origin")?;
-            if o.last > after && o.peer == *peer && o.epoch == epoch {
+            if o.last > after && o.peer == *peer.as_bytes() && o.epoch == epoch {
                 out.push((first, o.last));
             }
         }
@@ -301,12 +301,41 @@ impl Store {
     }
 
     /// A case's signed genesis bytes, if this node holds the case.
+    ///
+    /// A case whose changes are all in quarantine or pending has no row; its
+    /// genesis is found with them (a peer that sent the genesis once does not
+    /// send it again).
     pub fn case_genesis(&self, case: &CaseId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.seal.case_key(case);
         let txn = self.read()?;
         let cases = txn.open_table(CASES).map_err(tbe("read case"))?;
+        if let Some(row) = self.read_row(&cases, &key)? {
+            return Ok(Some(row.genesis));
+        }
+        let pending = txn.open_table(PENDING).map_err(tbe("read pending"))?;
+        let lo: &[u8] = &[0u8; 32];
+        let hi: &[u8] = &[0xffu8; 32];
+        if let Some(entry) = pending
+            .range((key.as_slice(), lo)..=(key.as_slice(), hi))
+            .map_err(dbe("read pending"))?
+            .next()
+        {
+            let (k, v) = entry.map_err(dbe("read pending"))?;
+            let (ck, hash) = k.value();
+            let mut id = Vec::with_capacity(48);
+            id.extend_from_slice(ck);
+            id.extend_from_slice(hash);
+            let plain = self.seal.open(PENDING.name(), &id, v.value())?;
+            let row: crate::rows::PendingRow = decode(&plain, "pending change")?;
+            return Ok(Some(row.genesis));
+        }
+        drop((cases, pending, txn));
         Ok(self
-            .read_row(&cases, &self.seal.case_key(case))?
-            .map(|row| row.genesis))
+            .quarantine()?
+            .into_iter()
+            .rev()
+            .find(|(_, q)| q.case == *case)
+            .map(|(_, q)| q.genesis))
     }
 
     /// How far this node has ingested `peer`'s log, if it ever did.

@@ -289,6 +289,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     cases: vec![(g1, c1)],
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(7))),
+                    peers: vec![],
                 },
                 now(),
             )
@@ -307,6 +308,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     cases: vec![(g2.clone(), c2.clone()), (g3, c3)],
                     quarantine: vec![q],
                     peer_cursor: Some((peer, cursor(12))),
+                    peers: vec![],
                 },
                 now(),
             )
@@ -328,6 +330,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     )],
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(12))),
+                    peers: vec![],
                 },
                 now(),
             )
@@ -345,6 +348,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     cases: vec![(g2, c2)],
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(12))),
+                    peers: vec![],
                 },
                 now(),
             )
@@ -485,6 +489,7 @@ fn pending_is_bounded() {
                 cases: vec![(g.clone(), vec![last.clone()])],
                 quarantine: vec![],
                 peer_cursor: Some((peer, cursor(1))),
+                peers: vec![],
             },
             now(),
         )
