@@ -178,6 +178,50 @@ fn docs_of(store: &Store, cases: &[CaseId]) -> Vec<AutoCommit> {
         .collect()
 }
 
+thread_local! {
+    static REPAIRS: std::cell::RefCell<Vec<(usize, Cost, Cost)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A relay holding the same cases and changes as `from`, under a new log epoch.
+fn restored_copy(hq_key: &HqRoot, from: &Node, seed: u8) -> Node {
+    use fieldsync_case::{Genesis, verify_genesis};
+    use fieldsync_identity::decode_signed;
+    let copy = node(hq_key, seed, Role::Relay, u64::from(seed));
+    let mut batch = Vec::new();
+    for h in from.store.case_heads().unwrap() {
+        let g = verify_genesis(decode_signed::<Genesis>(&h.genesis).unwrap()).unwrap();
+        let changes = from
+            .store
+            .case_envelopes(&h.case)
+            .unwrap()
+            .iter()
+            .map(|e| decode_change(e).unwrap().verify().unwrap())
+            .collect();
+        batch.push((g, changes));
+        if batch.len() == 500 {
+            copy.store
+                .ingest(
+                    fieldsync_store::Ingest {
+                        cases: std::mem::take(&mut batch),
+                        ..Default::default()
+                    },
+                    t(0),
+                )
+                .unwrap();
+        }
+    }
+    copy.store
+        .ingest(
+            fieldsync_store::Ingest {
+                cases: batch,
+                ..Default::default()
+            },
+            t(0),
+        )
+        .unwrap();
+    copy
+}
+
 fn satellite_secs(c: &Cost) -> f64 {
     c.rounds as f64 * 0.6 + (c.up + c.down) as f64 * 8.0 / 512_000.0
 }
@@ -274,6 +318,20 @@ fn scenario(d: usize) {
     let mut dh = docs_of(&hq.store, &cases);
     let fs = fieldsync(&dev, &hq, t(13));
     let am = per_document(&mut da, &mut dh);
+    // Repair: headquarters restored from a copy (same data, new log epoch)
+    // while the device changed k cases; against a full resync to an empty relay.
+    let restored = restored_copy(&hq_key, &hq, 4);
+    for c in cases.iter().skip(2 * K).take(K) {
+        dev.store
+            .edit_case(c, t(20), "note", |doc| {
+                doc.add_note(dev.store.device().id(), t(20), "after the restore")
+            })
+            .unwrap();
+    }
+    let repair = fieldsync(&dev, &restored, t(21));
+    let empty = node(&hq_key, 5, Role::Relay, 5);
+    let full = fieldsync(&dev, &empty, t(22));
+    REPAIRS.with(|r| r.borrow_mut().push((d, repair, full)));
     let total = |c: &Cost| c.up + c.down;
     println!(
         "| {d:>6} | {:>8} | {:>7} / {:>7} | {:>3} | {:>7.1} | {:>6.1}s | {:>10} / {:>10} | {:>3} | {:>8.1} | {:>7.1}s | {:>6.2}x | {:>7.0}x |",
@@ -307,4 +365,22 @@ fn main() {
     for &d in ds {
         scenario(d);
     }
+    println!();
+    println!("Repair after headquarters is restored (new log epoch), k = {K} cases changed since");
+    println!("| D | repair up / down B | RTs | full resync up / down B | RTs | repair / full |");
+    println!("|---|---|---|---|---|---|");
+    REPAIRS.with(|r| {
+        for (d, rep, full) in r.borrow().iter() {
+            println!(
+                "| {d:>6} | {:>8} / {:>8} | {:>3} | {:>10} / {:>6} | {:>3} | {:>6.2}% |",
+                rep.up,
+                rep.down,
+                rep.rounds,
+                full.up,
+                full.down,
+                full.rounds,
+                100.0 * (rep.up + rep.down) as f64 / (full.up + full.down) as f64
+            );
+        }
+    });
 }
