@@ -647,12 +647,7 @@ impl Session {
                     self.send_next = batch.next;
                 }
                 if batch.at_end {
-                    if !self.sent_caught_up {
-                        self.sent_caught_up = true;
-                        self.send(&Message::CaughtUp {
-                            head: self.send_next,
-                        });
-                    }
+                    self.send_caught_up();
                     break;
                 }
                 if !progressed {
@@ -686,16 +681,21 @@ impl Session {
             self.send_next = batch.next;
             self.send_batch(out);
             if batch.at_end {
-                if !self.sent_caught_up {
-                    self.sent_caught_up = true;
-                    self.send(&Message::CaughtUp {
-                        head: self.send_next,
-                    });
-                }
+                self.send_caught_up();
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Tells the peer, once, that it has our whole log; live changes follow.
+    fn send_caught_up(&mut self) {
+        if !self.sent_caught_up {
+            self.sent_caught_up = true;
+            self.send(&Message::CaughtUp {
+                head: self.send_next,
+            });
+        }
     }
 
     fn send_batch(&mut self, b: Batch) {
