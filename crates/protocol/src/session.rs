@@ -833,10 +833,9 @@ impl Session {
                 continue;
             };
             let g = genesis.payload().value();
-            let creator_ok = self
-                .certs
-                .get(&g.creator)
-                .is_some_and(|c| Authority::may_read(c, g) && c.role().can_author_changes());
+            let creator_ok = self.certs.get(&g.creator).is_some_and(|c| {
+                fieldsync_identity::Compartment::new(&g.compartment).is_ok_and(|k| c.can_write(&k))
+            });
             let verdict = if creator_ok {
                 auth.authorize(g, &change, &self.certs)
             } else {

@@ -588,3 +588,35 @@ fn a_sync_cut_mid_way_resumes_where_it_stopped() {
         "resume resent what was held ({stored_before} cases were): {resumed:?}"
     );
 }
+
+#[test]
+fn a_case_created_where_its_creator_may_only_read_is_quarantined() {
+    let mut w = World::new();
+    let hq = w.node(
+        1,
+        "hq",
+        Role::Relay,
+        &["general", "narcotics"],
+        &["general", "narcotics"],
+    );
+    // Reads narcotics, writes only general; its store lets it create anything locally.
+    let a = w.node(2, "a", Role::Field, &["general", "narcotics"], &["general"]);
+    new_case(&a, 1, "narcotics", "Not mine to open");
+    new_case(&a, 2, "general", "Mine");
+    sync(&a, &hq, t(2)).3.unwrap();
+    let held: Vec<CaseId> = hq
+        .store
+        .list_cases()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(held, vec![CaseId::from_bytes([2; 16])]);
+    let q = hq.store.quarantine().unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0].1.reason.contains("not certified to write"),
+        "{}",
+        q[0].1.reason
+    );
+}
