@@ -70,14 +70,25 @@ pub(crate) fn answer(mine: &[CaseHeads], theirs: &RepairDigest) -> RepairHeads {
     }
 }
 
-/// Our changes (envelopes in log order, with the case genesis) that the
-/// peer lacks, for the cases in the buckets it found different.
-#[allow(clippy::type_complexity)]
-pub(crate) fn missing(
+/// What to do about the cases of the differing buckets.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Changes the peer lacks, per case (with its genesis), in log order.
+    pub(crate) send: Vec<(CaseId, Vec<u8>, Vec<Vec<u8>>)>,
+    /// Cases where the peer has changes we do not know: our heads, offered
+    /// so that it can say which of our changes it holds.
+    pub(crate) offer: RepairHeads,
+}
+
+/// Our changes the peer lacks, for the cases in the buckets it found
+/// different. Where its heads are all known to us, exactly the changes that
+/// are not their ancestors; where it holds changes we do not know, the case
+/// is offered instead (see [`holdings`]).
+pub(crate) fn plan(
     store: &Store,
     mine: &[CaseHeads],
     theirs: &RepairHeads,
-) -> Result<Vec<(CaseId, Vec<u8>, Vec<Vec<u8>>)>, SessionError> {
+) -> Result<Plan, SessionError> {
     let peer: BTreeMap<CaseId, Vec<ChangeHash>> = theirs
         .cases
         .iter()
@@ -89,7 +100,7 @@ pub(crate) fn missing(
         })
         .collect();
     let differing: BTreeSet<usize> = theirs.differing.iter().map(|&b| usize::from(b)).collect();
-    let mut out = Vec::new();
+    let mut plan = Plan::default();
     for h in mine {
         if !differing.contains(&bucket(&h.case)) {
             continue;
@@ -100,19 +111,70 @@ pub(crate) fn missing(
         }
         let envs = store.case_envelopes(&h.case)?;
         let send = match theirs {
-            None => envs,
+            None => Some(envs),
             Some(their_heads) => lacking(envs, their_heads)?,
         };
-        if !send.is_empty() {
-            out.push((h.case, h.genesis.clone(), send));
+        match send {
+            Some(send) if !send.is_empty() => plan.send.push((h.case, h.genesis.clone(), send)),
+            Some(_) => {}
+            None => plan
+                .offer
+                .cases
+                .push((*h.case.as_bytes(), h.heads.iter().map(|c| c.0).collect())),
+        }
+    }
+    Ok(plan)
+}
+
+/// The peer's answer to an offer: for each offered case whose heads it does
+/// not all hold, every change hash it holds of that case.
+pub(crate) fn holdings(store: &Store, offer: &RepairHeads) -> Result<RepairHeads, SessionError> {
+    let mut out = RepairHeads::default();
+    for (case, heads) in &offer.cases {
+        let case = CaseId::from_bytes(*case);
+        let mut all_held = true;
+        for h in heads {
+            if !store.has_change(&case, &ChangeHash(*h))? {
+                all_held = false;
+                break;
+            }
+        }
+        if all_held {
+            continue;
+        }
+        let mut hashes = Vec::new();
+        for env in store.case_envelopes(&case)? {
+            let c = decode_change(&env)
+                .map_err(|e| SessionError::Protocol(format!("stored change: {e}")))?;
+            hashes.push(c.payload().hash().0);
+        }
+        out.cases.push((*case.as_bytes(), hashes));
+    }
+    Ok(out)
+}
+
+/// Our envelopes of `case` whose hashes are not in `held`.
+pub(crate) fn complement(
+    store: &Store,
+    case: &CaseId,
+    held: &[[u8; 32]],
+) -> Result<Vec<Vec<u8>>, SessionError> {
+    let held: BTreeSet<[u8; 32]> = held.iter().copied().collect();
+    let mut out = Vec::new();
+    for env in store.case_envelopes(case)? {
+        let c = decode_change(&env)
+            .map_err(|e| SessionError::Protocol(format!("stored change: {e}")))?;
+        if !held.contains(&c.payload().hash().0) {
+            out.push(env);
         }
     }
     Ok(out)
 }
 
-/// The envelopes not among the ancestors of `heads` (heads we do not know
-/// are the peer's own changes; they hide nothing we have).
-fn lacking(envs: Vec<Vec<u8>>, heads: &[ChangeHash]) -> Result<Vec<Vec<u8>>, SessionError> {
+/// The envelopes not among the ancestors of `heads`; `None` when some of
+/// `heads` are unknown to us (the peer holds changes we lack, and we cannot
+/// tell from its heads alone which of ours it has).
+fn lacking(envs: Vec<Vec<u8>>, heads: &[ChangeHash]) -> Result<Option<Vec<Vec<u8>>>, SessionError> {
     let mut deps: BTreeMap<ChangeHash, Vec<ChangeHash>> = BTreeMap::new();
     let mut order = Vec::with_capacity(envs.len());
     for env in &envs {
@@ -122,12 +184,11 @@ fn lacking(envs: Vec<Vec<u8>>, heads: &[ChangeHash]) -> Result<Vec<Vec<u8>>, Ses
         order.push(p.hash());
         deps.insert(p.hash(), p.deps());
     }
+    if heads.iter().any(|h| !deps.contains_key(h)) {
+        return Ok(None);
+    }
     let mut held: BTreeSet<ChangeHash> = BTreeSet::new();
-    let mut stack: Vec<ChangeHash> = heads
-        .iter()
-        .filter(|h| deps.contains_key(h))
-        .copied()
-        .collect();
+    let mut stack: Vec<ChangeHash> = heads.to_vec();
     while let Some(h) = stack.pop() {
         if held.insert(h)
             && let Some(ds) = deps.get(&h)
@@ -135,10 +196,11 @@ fn lacking(envs: Vec<Vec<u8>>, heads: &[ChangeHash]) -> Result<Vec<Vec<u8>>, Ses
             stack.extend(ds.iter().copied());
         }
     }
-    Ok(envs
-        .into_iter()
-        .zip(order)
-        .filter(|(_, h)| !held.contains(h))
-        .map(|(e, _)| e)
-        .collect())
+    Ok(Some(
+        envs.into_iter()
+            .zip(order)
+            .filter(|(_, h)| !held.contains(h))
+            .map(|(e, _)| e)
+            .collect(),
+    ))
 }

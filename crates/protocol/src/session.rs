@@ -141,6 +141,9 @@ pub struct Session {
     peer_caught_up: bool,
     /// Repair under way: the digest we sent, awaiting the peer's heads.
     repair: Option<RepairDigest>,
+    /// Repair under way: we offered our heads of some cases; the log
+    /// position the repair started at, sent once the peer said what it holds.
+    repair_offered: Option<u64>,
     /// Our log position the peer held when the session opened: it holds the
     /// genesis of every case whose first change here is at or before it.
     peer_holds: u64,
@@ -252,6 +255,7 @@ impl Session {
             sent_caught_up: false,
             peer_caught_up: false,
             repair: None,
+            repair_offered: None,
             peer_holds: 0,
             sent_geneses: BTreeSet::new(),
         };
@@ -414,6 +418,8 @@ impl Session {
             (State::Open, Message::Revocations(bytes)) => self.on_revocations(store, &bytes, now),
             (State::Open, Message::RepairDigest(d)) => self.on_repair_digest(store, d),
             (State::Open, Message::RepairHeads(h)) => self.on_repair_heads(store, h, now),
+            (State::Open, Message::RepairOffer(h)) => self.on_repair_offer(store, h),
+            (State::Open, Message::RepairNeed(h)) => self.on_repair_need(store, h, now),
             (state, msg) => Err(SessionError::Protocol(format!(
                 "unexpected {} while {state:?}",
                 match msg {
@@ -424,6 +430,8 @@ impl Session {
                     Message::Revocations(_) => "revocations",
                     Message::RepairDigest(_) => "repair digest",
                     Message::RepairHeads(_) => "repair heads",
+                    Message::RepairOffer(_) => "repair offer",
+                    Message::RepairNeed(_) => "repair need",
                     Message::Close { .. } => "close",
                 }
             ))),
@@ -550,30 +558,117 @@ impl Session {
             return Err(SessionError::Protocol("repair bucket out of range".into()));
         }
         let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
-        let lacking = repair::missing(store, &mine, &theirs)?;
+        let plan = repair::plan(store, &mine, &theirs)?;
         let mut out = Batch::default();
-        for (case, genesis, envs) in lacking {
-            for env in envs {
-                if out.changes.len() >= MAX_BATCH_CHANGES
-                    || out.payload_len() + env.len() + genesis.len() > MAX_BATCH_BYTES / 2
-                {
-                    self.send_batch(std::mem::take(&mut out));
-                }
-                if !out.geneses.contains(&genesis) && self.sent_geneses.insert(case) {
-                    out.geneses.push(genesis.clone());
-                    if let Ok(g) = decode_signed::<Genesis>(&genesis) {
-                        self.add_certificate(store, &mut out, g.payload().value().creator)?;
-                    }
-                }
-                if let Some(a) = envelope_signer(&env) {
-                    self.add_certificate(store, &mut out, a)?;
-                }
-                out.changes.push(env);
+        for (case, genesis, envs) in plan.send {
+            self.add_to_repair(store, &mut out, case, &genesis, envs)?;
+        }
+        if plan.offer.cases.is_empty() {
+            return self.finish_repair(store, out, sent.head, now);
+        }
+        if !out.changes.is_empty() {
+            self.send_batch(out);
+        }
+        self.send(&Message::RepairOffer(plan.offer));
+        self.repair_offered = Some(sent.head);
+        Ok(())
+    }
+
+    /// Repair, receiving side: for each offered case, what we hold of it.
+    fn on_repair_offer(&mut self, store: &Store, offer: RepairHeads) -> Result<(), SessionError> {
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("repair before hello".into()));
+        };
+        // Only cases the peer could send us: never reveal others.
+        let mut readable = RepairHeads::default();
+        for (case, heads) in offer.cases {
+            let known = store.case_genesis(&CaseId::from_bytes(case))?;
+            let may = known.as_deref().is_none_or(|g| {
+                decode_signed::<Genesis>(g)
+                    .is_ok_and(|s| Authority::may_read(&peer.cert, s.payload().value()))
+            });
+            if may {
+                readable.cases.push((case, heads));
             }
         }
-        out.through = sent.head;
+        let answer = repair::holdings(store, &readable)?;
+        self.send(&Message::RepairNeed(answer));
+        Ok(())
+    }
+
+    /// Repair, sending side: the peer said what it holds of the offered
+    /// cases; send the rest and carry on from where the repair started.
+    fn on_repair_need(
+        &mut self,
+        store: &Store,
+        need: RepairHeads,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        let Some(head) = self.repair_offered.take() else {
+            return Err(SessionError::Protocol(
+                "repair need without an offer".into(),
+            ));
+        };
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol("repair before hello".into()));
+        };
+        let mut out = Batch::default();
+        for (case, held) in need.cases {
+            let case = CaseId::from_bytes(case);
+            let Some(genesis) = store.case_genesis(&case)? else {
+                continue;
+            };
+            let readable = decode_signed::<Genesis>(&genesis)
+                .is_ok_and(|s| Authority::may_read(&peer.cert, s.payload().value()));
+            if !readable {
+                continue;
+            }
+            let envs = repair::complement(store, &case, &held)?;
+            self.add_to_repair(store, &mut out, case, &genesis, envs)?;
+        }
+        self.finish_repair(store, out, head, now)
+    }
+
+    /// Adds a case's envelopes to repair batches, sending full ones.
+    fn add_to_repair(
+        &mut self,
+        store: &Store,
+        out: &mut Batch,
+        case: CaseId,
+        genesis: &[u8],
+        envs: Vec<Vec<u8>>,
+    ) -> Result<(), SessionError> {
+        for env in envs {
+            if out.changes.len() >= MAX_BATCH_CHANGES
+                || out.payload_len() + env.len() + genesis.len() > MAX_BATCH_BYTES / 2
+            {
+                self.send_batch(std::mem::take(out));
+            }
+            if !out.geneses.iter().any(|g| g == genesis) && self.sent_geneses.insert(case) {
+                out.geneses.push(genesis.to_vec());
+                if let Ok(g) = decode_signed::<Genesis>(genesis) {
+                    self.add_certificate(store, out, g.payload().value().creator)?;
+                }
+            }
+            if let Some(a) = envelope_signer(&env) {
+                self.add_certificate(store, out, a)?;
+            }
+            out.changes.push(env);
+        }
+        Ok(())
+    }
+
+    /// Ends a repair: the last batch brings the peer's cursor to `head`.
+    fn finish_repair(
+        &mut self,
+        store: &Store,
+        mut out: Batch,
+        head: u64,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        out.through = head;
         self.send_batch(out);
-        self.send_next = sent.head;
+        self.send_next = head;
         self.pump(store, now)
     }
 
@@ -609,7 +704,7 @@ impl Session {
         let Some(peer) = self.peer.clone() else {
             return Ok(());
         };
-        if self.repair.is_some() {
+        if self.repair.is_some() || self.repair_offered.is_some() {
             return Ok(());
         }
         // A device's own changes carry its log position as their counter:

@@ -145,6 +145,12 @@ pub enum Message {
     RepairDigest(RepairDigest),
     /// Repair: the receiver's heads of the cases in differing buckets.
     RepairHeads(RepairHeads),
+    /// Repair: the sender's heads of cases where the receiver holds changes
+    /// the sender does not know.
+    RepairOffer(RepairHeads),
+    /// Repair: for each offered case whose heads it does not all hold, every
+    /// change hash the receiver holds of it.
+    RepairNeed(RepairHeads),
     /// The sender ends the session.
     Close {
         /// Why.
@@ -198,6 +204,8 @@ const T_REVOCATIONS: u8 = 5;
 const T_CLOSE: u8 = 6;
 const T_REPAIR_DIGEST: u8 = 7;
 const T_REPAIR_HEADS: u8 = 8;
+const T_REPAIR_OFFER: u8 = 9;
+const T_REPAIR_NEED: u8 = 10;
 
 #[derive(Serialize, Deserialize)]
 struct CloseBody {
@@ -256,6 +264,17 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Resu
     Ok(value)
 }
 
+fn repair_heads(what: &'static str, bytes: &[u8]) -> Result<RepairHeads, WireError> {
+    let h: RepairHeads = parse(what, bytes)?;
+    if h.cases.len() > MAX_REPAIR_CASES {
+        return Err(WireError::Malformed {
+            what,
+            detail: format!("{} cases (limit {MAX_REPAIR_CASES})", h.cases.len()),
+        });
+    }
+    Ok(h)
+}
+
 impl Message {
     /// Encodes the message (without the frame's length prefix).
     pub fn encode(&self) -> Vec<u8> {
@@ -267,6 +286,8 @@ impl Message {
             Message::Revocations(r) => body(T_REVOCATIONS, r),
             Message::RepairDigest(d) => body(T_REPAIR_DIGEST, d),
             Message::RepairHeads(h) => body(T_REPAIR_HEADS, h),
+            Message::RepairOffer(h) => body(T_REPAIR_OFFER, h),
+            Message::RepairNeed(h) => body(T_REPAIR_NEED, h),
             Message::Close { code, reason } => {
                 let mut reason = reason.clone();
                 if reason.len() > MAX_REASON_LEN {
@@ -312,16 +333,9 @@ impl Message {
                 }
                 Message::RepairDigest(d)
             }
-            T_REPAIR_HEADS => {
-                let h: RepairHeads = parse("repair heads", rest)?;
-                if h.cases.len() > MAX_REPAIR_CASES {
-                    return Err(WireError::Malformed {
-                        what: "repair heads",
-                        detail: format!("{} cases (limit {MAX_REPAIR_CASES})", h.cases.len()),
-                    });
-                }
-                Message::RepairHeads(h)
-            }
+            T_REPAIR_HEADS => Message::RepairHeads(repair_heads("repair heads", rest)?),
+            T_REPAIR_OFFER => Message::RepairOffer(repair_heads("repair offer", rest)?),
+            T_REPAIR_NEED => Message::RepairNeed(repair_heads("repair need", rest)?),
             T_CLOSE => {
                 let c: CloseBody = parse("close", rest)?;
                 if c.reason.len() > MAX_REASON_LEN {
@@ -437,6 +451,14 @@ mod tests {
                 differing: vec![1, 5],
                 cases: vec![([1; 16], vec![[2; 32]])],
             }),
+            Message::RepairOffer(RepairHeads {
+                differing: vec![],
+                cases: vec![([3; 16], vec![[4; 32]])],
+            }),
+            Message::RepairNeed(RepairHeads {
+                differing: vec![],
+                cases: vec![([3; 16], vec![[5; 32]; 3])],
+            }),
             Message::Close {
                 code: CloseCode::Forgery,
                 reason: "bad signature".into(),
@@ -502,7 +524,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(i in 0usize..8, pos in any::<usize>(), byte in any::<u8>()) {
+        fn mutated_messages_never_panic(i in 0usize..10, pos in any::<usize>(), byte in any::<u8>()) {
             let mut m = samples()[i].encode();
             let at = pos % m.len();
             m[at] = byte;
