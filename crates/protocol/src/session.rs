@@ -991,7 +991,6 @@ impl Session {
     }
 
     fn on_ack(&mut self, store: &Store, a: Ack, now: Timestamp) -> Result<(), SessionError> {
-        let _ = now;
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("ack before hello".into()));
         };

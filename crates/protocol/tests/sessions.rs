@@ -2,10 +2,10 @@
 //! stores, real certificates and real signatures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use fieldsync_case::{CaseKind, Field, decode_change, encode_change};
+use fieldsync_case::{CaseKind, Field, decode_change};
 use fieldsync_identity::{
     CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, DeviceId, HqRoot,
-    Revocation, Role, SecretKey, Signed, Timestamp,
+    Revocation, Role, SecretKey, Timestamp,
 };
 use fieldsync_protocol::{
     Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Message, NodeRole, Session, SessionConfig,
@@ -363,10 +363,6 @@ fn a_forged_change_closes_the_session_and_stores_nothing() {
             ..
         }
     ));
-    let _ = (
-        encode_change,
-        Signed::<fieldsync_case::ChangePayload>::payload,
-    );
 }
 
 #[test]
