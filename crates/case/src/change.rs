@@ -285,6 +285,18 @@ pub fn decode_change(bytes: &[u8]) -> Result<SignedChange, ChangeError> {
     ))
 }
 
+/// The Automerge hash of the change in a stored envelope, read without
+/// parsing the change: SHA-256 over the chunk after its magic and checksum,
+/// which is how Automerge defines it. For envelopes that were decoded and
+/// verified once (the store holds only such), this equals the hash
+/// [`decode_change`] computes; `None` when the bytes are too short to be one.
+pub fn envelope_hash(envelope: &[u8]) -> Option<ChangeHash> {
+    use sha2::Digest;
+    let chunk = envelope.get(CHANGE_HEADER_LEN..)?;
+    let hashed = chunk.get(8..)?;
+    Some(ChangeHash(sha2::Sha256::digest(hashed).into()))
+}
+
 /// Parses one uncompressed Automerge change chunk, behind the guard.
 pub fn parse_change(body: &[u8]) -> Result<automerge::Change, ChangeError> {
     if body.len() > MAX_CHANGE_LEN {

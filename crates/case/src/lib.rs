@@ -68,7 +68,7 @@ mod schema;
 pub use change::{
     CHANGE_ENVELOPE_V1, CHANGE_HEADER_LEN, ChangeHash, ChangeHashError, ChangePayload,
     MAX_CHANGE_LEN, SignedChange, VerifiedChange, change_device, decode_change, encode_change,
-    parse_change, payload_for_local,
+    envelope_hash, parse_change, payload_for_local,
 };
 pub use doc::CaseDoc;
 pub use edit::{CustodyInput, MAX_IDENTIFIERS, SubjectInput};

@@ -7,7 +7,7 @@ mod common;
 use common::{Device, base, case_id, t};
 use fieldsync_case::{
     CHANGE_HEADER_LEN, ChangeError, ChangePayload, MAX_CHANGE_LEN, decode_change, encode_change,
-    payload_for_local,
+    envelope_hash, payload_for_local,
 };
 use fieldsync_identity::{Signable, Signed, VerifyError, sign, verify_batch};
 use proptest::prelude::*;
@@ -42,6 +42,12 @@ fn round_trip_and_verify() {
     assert_eq!(p.actor().unwrap().device, a.id);
     assert_eq!(v.device(), a.id);
     assert_eq!(p.hash(), p.change().hash().into());
+    assert_eq!(
+        envelope_hash(&bytes),
+        Some(p.hash()),
+        "the hash read from the envelope is Automerge's"
+    );
+    assert_eq!(envelope_hash(&bytes[..CHANGE_HEADER_LEN + 4]), None);
     assert_eq!(p.raw_bytes(), &bytes[CHANGE_HEADER_LEN..]);
     assert_eq!(p.deps().len(), 1);
     assert_eq!(p.hash().to_string().len(), 64);

@@ -165,6 +165,13 @@ impl HqRoot {
         &self.key
     }
 
+    /// Signs a record headquarters vouches for (a quarantine release, for
+    /// one). Each record kind has its own signing domain, so a signature
+    /// made here can never pass for a certificate or a revocation list.
+    pub fn sign<T: crate::Signable>(&self, payload: T) -> Result<crate::Verified<T>, VerifyError> {
+        sign(payload, &self.key)
+    }
+
     /// Issues a certificate. Sorts and deduplicates the compartment lists,
     /// then checks the body's rules; `body.issuer` must be [`HqRoot::public`].
     pub fn issue(&self, mut body: CertificateBody) -> Result<DeviceCertificate, CertificateError> {

@@ -12,6 +12,7 @@
 mod authority;
 mod error;
 mod receipt;
+mod release;
 mod repair;
 mod session;
 mod wire;
@@ -20,6 +21,10 @@ pub use authority::Authority;
 pub use error::SessionError;
 pub use receipt::{
     RECEIPT_VERSION, Receipt, ReceiptBody, ReceiptError, encode_receipt, verify_receipt,
+};
+pub use release::{
+    MAX_RELEASE_REASON, RELEASE_VERSION, Release, ReleaseBody, apply_release, encode_release,
+    release_body, verify_release,
 };
 pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, Session, SessionConfig};
 pub use wire::{

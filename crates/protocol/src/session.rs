@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fieldsync_case::{
-    CHANGE_HEADER_LEN, Genesis, SignedChange, VerifiedChange, VerifiedGenesis, decode_change,
-    verify_genesis,
+    CHANGE_HEADER_LEN, ChangeHash, Genesis, SignedChange, VerifiedChange, VerifiedGenesis,
+    decode_change, envelope_hash, verify_genesis,
 };
 use fieldsync_identity::{
     CaseId, DeviceCertificate, DeviceId, Encoded, PUBLIC_KEY_LEN, PublicKey, RevocationList, Role,
@@ -32,6 +32,7 @@ use fieldsync_store::{
 use crate::authority::Authority;
 use crate::error::SessionError;
 use crate::receipt::{RECEIPT_VERSION, ReceiptBody, ReceiptError, encode_receipt, verify_receipt};
+use crate::release::{ReleaseBody, verify_release};
 use crate::repair;
 use crate::wire::{
     Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
@@ -169,6 +170,31 @@ fn envelope_signer(env: &[u8]) -> Option<DeviceId> {
         .map(DeviceId::from_public_key)
 }
 
+/// Adds to `out` the release under which the change `env` of `case` was
+/// stored, if it was released from a quarantine; returns the releasing
+/// device, whose certificate must travel too.
+fn attach_release(
+    store: &Store,
+    out: &mut Batch,
+    case: &CaseId,
+    env: &[u8],
+) -> Result<Option<DeviceId>, SessionError> {
+    let Some(hash) = envelope_hash(env) else {
+        return Ok(None);
+    };
+    let Some(release) = store.release_for(case, &hash)? else {
+        return Ok(None);
+    };
+    let by = decode_signed::<ReleaseBody>(&release)
+        .ok()
+        .map(|r| DeviceId::from_public_key(r.payload().value().released_by));
+    out.releases.push(release);
+    Ok(by)
+}
+
+/// Releases a batch carried, by the change they release.
+type CarriedReleases = BTreeMap<(CaseId, ChangeHash), (ReleaseBody, Vec<u8>)>;
+
 /// Stores a verified, authorized batch. A validly signed change that
 /// Automerge cannot apply (it panics on some malformed changes) must not
 /// block the peer's log forever: the changes of that case in this batch go
@@ -189,6 +215,8 @@ fn ingest_or_quarantine(
                     return Err(BundleError::Apply { case, error }.into());
                 };
                 let (genesis, changes) = ingest.cases.remove(at);
+                let gone = changes[..].first().map(|c| c.payload().case());
+                ingest.releases.retain(|(c, _, _)| Some(*c) != gone);
                 tracing::warn!(%case, %error, "Automerge refused a change; quarantining the case's batch");
                 for change in changes {
                     ingest.quarantine.push(QuarantineEntry {
@@ -638,6 +666,7 @@ impl Session {
         genesis: &[u8],
         envs: Vec<Vec<u8>>,
     ) -> Result<(), SessionError> {
+        let releases = store.has_releases()?;
         for env in envs {
             if out.changes.len() >= MAX_BATCH_CHANGES
                 || out.payload_len() + env.len() + genesis.len() > MAX_BATCH_BYTES / 2
@@ -652,6 +681,9 @@ impl Session {
             }
             if let Some(a) = envelope_signer(&env) {
                 self.add_certificate(store, out, a)?;
+            }
+            if releases && let Some(by) = attach_release(store, out, &case, &env)? {
+                self.add_certificate(store, out, by)?;
             }
             out.changes.push(env);
         }
@@ -764,9 +796,13 @@ impl Session {
                 }
                 out.geneses.push(g.clone());
             }
+            let releases = store.has_releases()?;
             for e in batch.entries {
                 if let Some(a) = envelope_signer(&e.envelope) {
                     authors.push(a);
+                }
+                if releases {
+                    authors.extend(attach_release(store, &mut out, &e.case, &e.envelope)?);
                 }
                 out.changes.push(e.envelope);
             }
@@ -851,7 +887,14 @@ impl Session {
         let verified = verify_batch(signed).map_err(|e| {
             SessionError::Forgery(format!("change {} of the batch: {}", e.index, e.error))
         })?;
-        let (cases, quarantine) = self.authorize(&geneses, verified, now);
+        let mut carried_releases = CarriedReleases::new();
+        for bytes in &b.releases {
+            let release = verify_release(bytes)?;
+            let body = release.payload().value().clone();
+            carried_releases.insert((body.case, ChangeHash(body.change)), (body, bytes.clone()));
+        }
+        let (cases, quarantine, releases) =
+            self.authorize(&geneses, verified, &carried_releases, now);
         // The certificates the batch carried are recorded with it: a stored
         // change is never without its author's certificate.
         let peers = carried
@@ -881,6 +924,7 @@ impl Session {
                 },
             )),
             peers,
+            releases,
         };
         let report = ingest_or_quarantine(store, ingest, now)?;
         if let Some(p) = self.peer.as_mut() {
@@ -907,21 +951,26 @@ impl Session {
     }
 
     /// Sorts verified changes into those to store (grouped by case, in
-    /// order) and those to quarantine, with the reason.
+    /// order) and those to quarantine, with the reason. A change that fails
+    /// authorization but comes with a valid release is stored, with its
+    /// release (the third list).
     #[allow(clippy::type_complexity)]
     fn authorize(
         &self,
         geneses: &BTreeMap<CaseId, VerifiedGenesis>,
         changes: Vec<VerifiedChange>,
+        carried: &CarriedReleases,
         now: Timestamp,
     ) -> (
         Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
         Vec<QuarantineEntry>,
+        Vec<(CaseId, ChangeHash, Vec<u8>)>,
     ) {
         let auth = &self.cfg.authority;
         let mut accepted: BTreeMap<CaseId, Vec<VerifiedChange>> = BTreeMap::new();
         let mut order: Vec<CaseId> = Vec::new();
         let mut quarantine = Vec::new();
+        let mut releases = Vec::new();
         for change in changes {
             let case = change.payload().case();
             let Some(genesis) = geneses.get(&case) else {
@@ -931,7 +980,7 @@ impl Session {
             let creator_ok = self.certs.get(&g.creator).is_some_and(|c| {
                 fieldsync_identity::Compartment::new(&g.compartment).is_ok_and(|k| c.can_write(&k))
             });
-            let verdict = if creator_ok {
+            let mut verdict = if creator_ok {
                 auth.authorize(g, &change, &self.certs)
             } else {
                 Err(format!(
@@ -940,6 +989,17 @@ impl Session {
                     g.creator.short()
                 ))
             };
+            if let Err(reason) = &verdict
+                && let Some((release, bytes)) = carried.get(&(case, change.payload().hash()))
+            {
+                verdict = match auth.check_release(release, g, &change, &self.certs) {
+                    Ok(()) => {
+                        releases.push((case, change.payload().hash(), bytes.clone()));
+                        Ok(())
+                    }
+                    Err(why) => Err(format!("{reason}; its release was refused: {why}")),
+                };
+            }
             match verdict {
                 Ok(()) => {
                     if !accepted.contains_key(&case) {
@@ -967,7 +1027,7 @@ impl Session {
                 Some((g, accepted.remove(&case).unwrap_or_default()))
             })
             .collect();
-        (cases, quarantine)
+        (cases, quarantine, releases)
     }
 
     fn receipt(

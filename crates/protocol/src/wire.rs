@@ -70,6 +70,10 @@ pub struct Batch {
     pub changes: Vec<Vec<u8>>,
     /// The sender's log position this batch brings the receiver to.
     pub through: u64,
+    /// Signed quarantine releases of changes in this batch that failed
+    /// authorization somewhere and were let through by a supervisor or
+    /// headquarters.
+    pub releases: Vec<Vec<u8>>,
 }
 
 /// The receiver durably holds the sender's log through `through`.
@@ -220,6 +224,7 @@ impl Batch {
             .iter()
             .chain(&self.geneses)
             .chain(&self.changes)
+            .chain(&self.releases)
             .map(Vec::len)
             .sum()
     }
@@ -230,7 +235,8 @@ impl Batch {
             .changes
             .len()
             .max(self.geneses.len())
-            .max(self.certificates.len());
+            .max(self.certificates.len())
+            .max(self.releases.len());
         if items > MAX_BATCH_CHANGES || bytes > MAX_BATCH_BYTES {
             return Err(WireError::BatchTooLarge {
                 changes: self.changes.len(),
@@ -436,6 +442,7 @@ mod tests {
                 geneses: vec![vec![1; 20]],
                 changes: vec![vec![2; 300], vec![3; 200]],
                 through: 77,
+                releases: vec![vec![4; 120]],
             }),
             Message::Ack(Ack {
                 through: 77,

@@ -9,7 +9,7 @@ use fieldsync_identity::{
 };
 use fieldsync_protocol::{
     Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Message, NodeRole, Session, SessionConfig,
-    SessionError,
+    SessionError, apply_release, encode_release, release_body,
 };
 use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
@@ -325,6 +325,121 @@ fn a_liaison_edit_is_quarantined_not_applied_not_forwarded() {
     assert!(q[0].1.reason.contains("liaison"), "{}", q[0].1.reason);
     sync(&a, &hq, t(6)).3.unwrap();
     assert_eq!(a.store.case_record(&c).unwrap().title, "Visa case");
+}
+
+#[test]
+fn a_release_lets_a_quarantined_change_through_everywhere_it_travels() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let l = w.node(3, "ambassador", Role::Liaison, &["general"], &[]);
+    let sup = w.node(
+        4,
+        "supervisor",
+        Role::Supervisor,
+        &["general"],
+        &["general"],
+    );
+    let other = w.node(
+        5,
+        "other-sup",
+        Role::Supervisor,
+        &["general", "narcotics"],
+        &["narcotics"],
+    );
+    let c = new_case(&a, 1, "general", "Visa case");
+    sync(&a, &hq, t(2)).3.unwrap();
+    sync(&l, &hq, t(3)).3.unwrap();
+    l.store
+        .edit_case(&c, t(4), "title", |d| {
+            d.set_field(Field::Title, "Visa case (embassy note)")
+        })
+        .unwrap();
+    sync(&l, &hq, t(5)).3.unwrap();
+    let q = hq.store.quarantine().unwrap();
+    assert_eq!(q.len(), 1);
+    let (id, entry) = q[0].clone();
+    let certs: std::collections::BTreeMap<_, _> = [&sup, &other, &a]
+        .iter()
+        .map(|n| (n.id(), n.cert.clone()))
+        .collect();
+    let head = hq.store.log_head().unwrap();
+
+    // Neither a field device nor a supervisor of another compartment may release.
+    for (signer, why) in [(&a, "may not release"), (&other, "may not write")] {
+        let body = release_body(&entry, *signer.cert.device().public_key(), "ok", t(6)).unwrap();
+        let signed = signer.store.sign(body).unwrap();
+        let err = apply_release(
+            &hq.store,
+            &hq.authority,
+            id,
+            &encode_release(signed.as_signed()),
+            &certs,
+            t(6),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, SessionError::NotAllowed(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+    // A release whose bytes were altered is a forgery.
+    let body = release_body(&entry, *sup.cert.device().public_key(), "ok", t(6)).unwrap();
+    let mut tampered = encode_release(sup.store.sign(body).unwrap().as_signed());
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        apply_release(&hq.store, &hq.authority, id, &tampered, &certs, t(6)).unwrap_err(),
+        SessionError::Forgery(_)
+    ));
+    assert_eq!(hq.store.log_head().unwrap(), head, "nothing changed");
+    assert_eq!(hq.store.quarantine().unwrap().len(), 1, "nothing changed");
+
+    // The supervisor of the case's compartment releases it.
+    let body = release_body(
+        &entry,
+        *sup.cert.device().public_key(),
+        "the embassy note is confirmed",
+        t(7),
+    )
+    .unwrap();
+    let release = encode_release(sup.store.sign(body).unwrap().as_signed());
+    let r = apply_release(&hq.store, &hq.authority, id, &release, &certs, t(7)).unwrap();
+    assert_eq!((r.stored, r.released_from_quarantine), (1, 1));
+    assert!(hq.store.quarantine().unwrap().is_empty());
+    assert!(matches!(
+        apply_release(&hq.store, &hq.authority, id, &release, &certs, t(7)).unwrap_err(),
+        SessionError::Store(fieldsync_store::StoreError::UnknownQuarantine { .. })
+    ));
+
+    // It travels with its release: device `a`, which would hold a liaison's
+    // change back on its own, checks the release and applies it.
+    sync(&a, &hq, t(8)).3.unwrap();
+    assert_eq!(
+        a.store.case_record(&c).unwrap().title,
+        "Visa case (embassy note)"
+    );
+    assert!(a.store.quarantine().unwrap().is_empty());
+    let hash = fieldsync_case::envelope_hash(&entry.change).unwrap();
+    assert_eq!(a.store.release_for(&c, &hash).unwrap(), Some(release));
+
+    // Headquarters itself may release, with its root key.
+    l.store
+        .edit_case(&c, t(9), "title", |d| {
+            d.set_field(Field::Title, "Second note")
+        })
+        .unwrap();
+    sync(&l, &hq, t(10)).3.unwrap();
+    let (id, entry) = hq.store.quarantine().unwrap()[0].clone();
+    let body = release_body(&entry, w.hq.public(), "approved at headquarters", t(11)).unwrap();
+    let release = encode_release(w.hq.sign(body).unwrap().as_signed());
+    apply_release(&hq.store, &hq.authority, id, &release, &certs, t(11)).unwrap();
+    sync(&a, &hq, t(12)).3.unwrap();
+    assert_eq!(a.store.case_record(&c).unwrap().title, "Second note");
+    assert_eq!(
+        a.store.case_heads().unwrap(),
+        hq.store.case_heads().unwrap()
+    );
 }
 
 #[test]

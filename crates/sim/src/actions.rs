@@ -1,8 +1,11 @@
 //! What happens to the world during the fault phase: local edits,
 //! partitions, faults and the revocation.
 
-use fieldsync_case::{CaseKind, Field, Priority, Status};
-use fieldsync_identity::{CaseId, Revocation, RevocationList, Role};
+use std::collections::{BTreeMap, BTreeSet};
+
+use fieldsync_case::{CaseKind, Field, Priority, Status, envelope_hash};
+use fieldsync_identity::{CaseId, DeviceId, Revocation, RevocationList, Role};
+use fieldsync_protocol::{Authority, apply_release, encode_release, release_body};
 use fieldsync_store::NewCase;
 
 use crate::net::{Ev, NodeIx};
@@ -353,6 +356,100 @@ impl World {
                 let at = self.edit_rng.range(self.now + 1_000, end - 1);
                 self.sched.at(at, Ev::Edit(ix));
             }
+        }
+    }
+}
+
+impl World {
+    /// Headquarters releases, with its root key, every quarantined change
+    /// one liaison made to one case (all of them, so that none waits on a
+    /// dependency still held back). They must then reach every node that
+    /// may read the case, carried with their releases.
+    pub(crate) fn release(&mut self) {
+        let Some(hq_store) = self.nodes[HQ].store.as_ref() else {
+            return;
+        };
+        let entries = match hq_store.quarantine() {
+            Ok(q) => q,
+            Err(e) => {
+                self.violation(Check::Store, format!("hq: reading the quarantine: {e}"));
+                return;
+            }
+        };
+        let liaisons: BTreeSet<DeviceId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role() == Role::Liaison)
+            .map(|n| n.id())
+            .collect();
+        let groups: Vec<(CaseId, DeviceId)> = entries
+            .iter()
+            .filter(|(_, e)| liaisons.contains(&e.signer))
+            .map(|(_, e)| (e.case, e.signer))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Some(&(case, signer)) = self.fault_rng.pick(&groups) else {
+            return;
+        };
+        let head0 = self.nodes[HQ].head();
+        let now = ts(self.now);
+        let authority = Authority::new(self.hq_root.public(), None);
+        let mut released = Vec::new();
+        for (id, entry) in entries
+            .iter()
+            .filter(|(_, e)| e.case == case && e.signer == signer)
+        {
+            let Some(hash) = envelope_hash(&entry.change) else {
+                continue;
+            };
+            if released.contains(&(case, hash)) {
+                continue; // the same change, held twice, left with the first release
+            }
+            let body =
+                match release_body(entry, self.hq_root.public(), "confirmed by the desk", now) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.violation(Check::Store, format!("hq: a quarantined change: {e}"));
+                        return;
+                    }
+                };
+            let signed = match self.hq_root.sign(body) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.violation(Check::Setup, format!("signing a release: {e}"));
+                    return;
+                }
+            };
+            let result = apply_release(
+                hq_store,
+                &authority,
+                *id,
+                &encode_release(signed.as_signed()),
+                &BTreeMap::new(),
+                now,
+            );
+            match result {
+                Ok(_) => released.push((case, hash)),
+                Err(e) => {
+                    if self.nodes[HQ].backend.has_failed() {
+                        self.power_cut(HQ);
+                        break;
+                    }
+                    self.violation(Check::Store, format!("hq: releasing quarantine {id}: {e}"));
+                    return;
+                }
+            }
+        }
+        self.trace.update_note(&format!(
+            "release {} changes of case {}",
+            released.len(),
+            case.short()
+        ));
+        self.stats.released += released.len() as u64;
+        self.released.extend(released);
+        if self.nodes[HQ].store.is_some() {
+            self.log_grew(HQ, head0);
         }
     }
 }

@@ -94,6 +94,9 @@ impl World {
         let mut out = Vec::new();
         for (ix, n) in self.nodes.iter().enumerate() {
             for a in &n.authored {
+                if self.released.contains(&(a.case, a.hash)) {
+                    continue;
+                }
                 if n.role() == Role::Liaison {
                     out.push((ix, a.case, a.hash, "liaison"));
                 } else if self

@@ -36,6 +36,9 @@ pub struct SimConfig {
     pub revoke_behind_office: bool,
     /// Whether a liaison tries to edit now and then (it must be quarantined).
     pub liaison_edits: bool,
+    /// Whether headquarters releases some quarantined liaison changes
+    /// midway (they must then reach every node that may read the case).
+    pub releases: bool,
     /// Heal rounds at most before the run is declared not converging.
     pub max_heal_rounds: usize,
     /// Events at most before the run is declared livelocked.
@@ -63,6 +66,7 @@ impl SimConfig {
             revoke: r.chance(3, 4),
             revoke_behind_office: false,
             liaison_edits: true,
+            releases: true,
             max_heal_rounds: 8,
             max_events: 2_000_000,
         }
@@ -85,6 +89,7 @@ impl SimConfig {
             revoke: true,
             revoke_behind_office: false,
             liaison_edits: true,
+            releases: true,
             max_heal_rounds: 8,
             max_events: 20_000_000,
         }

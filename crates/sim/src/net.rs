@@ -186,6 +186,8 @@ pub(crate) enum Ev {
     Fault,
     /// Headquarters revokes a device.
     Revoke,
+    /// Headquarters releases a liaison's quarantined changes of one case.
+    Release,
 }
 
 /// The event queue: ordered by time, then by the order of scheduling, so

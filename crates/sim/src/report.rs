@@ -83,6 +83,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Changes quarantined (at any node).
     pub quarantined: u64,
+    /// Quarantined changes headquarters released.
+    pub released: u64,
     /// Whether a device was revoked.
     pub revoked: bool,
     /// Heal rounds run.
@@ -117,6 +119,7 @@ impl Stats {
         self.received += o.received;
         self.duplicates += o.duplicates;
         self.quarantined += o.quarantined;
+        self.released += o.released;
         self.revoked |= o.revoked;
         self.heal_rounds += o.heal_rounds;
         self.virtual_ms += o.virtual_ms;
@@ -130,7 +133,7 @@ impl fmt::Display for Stats {
             f,
             "nodes {} (offices {}, devices {}, liaisons {}), cases {}, changes {}, frames {}, bytes {}, \
              sessions {}, link drops {}, partitions {}, crashes {} (torn {}), power cuts {}/{} armed, \
-             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {}, \
+             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {} (released {}), \
              heal rounds {}, virtual {:.1} s, events {}",
             self.nodes,
             self.offices,
@@ -152,6 +155,7 @@ impl fmt::Display for Stats {
             self.received,
             self.duplicates,
             self.quarantined,
+            self.released,
             self.heal_rounds,
             self.virtual_ms as f64 / 1000.0,
             self.events,

@@ -6,10 +6,11 @@
 //! when its log grew (`handle_log_grew`), drain frames and events. Time is
 //! the event's; nothing reads the OS clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use fieldsync_case::ChangeHash;
 use fieldsync_identity::{
-    CERTIFICATE_VERSION, CertificateBody, Compartment, HqRoot, Role, SecretKey, Timestamp,
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, HqRoot, Role, SecretKey, Timestamp,
 };
 use fieldsync_protocol::{CloseCode, Event, Session, SessionError};
 use fieldsync_store::{NewDevice, Store, StoreKind};
@@ -69,6 +70,8 @@ pub(crate) struct World {
     pub(crate) stats: Stats,
     pub(crate) violations: Vec<Violation>,
     pub(crate) revoked: Option<Revoked>,
+    /// Changes headquarters released from its quarantine.
+    pub(crate) released: BTreeSet<(CaseId, ChangeHash)>,
     pub(crate) phase: Phase,
     pub(crate) compartments: Vec<String>,
     serial: u64,
@@ -104,6 +107,7 @@ impl World {
             stats: Stats::default(),
             violations: Vec::new(),
             revoked: None,
+            released: BTreeSet::new(),
             phase: Phase::Faults,
             compartments,
             serial: 0,
@@ -261,6 +265,12 @@ impl World {
             let at = self.fault_rng.range(end * 3 / 10, end * 6 / 10);
             self.sched.at(at, Ev::Revoke);
         }
+        if self.cfg.releases && self.cfg.liaisons > 0 && self.cfg.liaison_edits {
+            for _ in 0..2 {
+                let at = self.fault_rng.range(end * 4 / 10, end * 9 / 10);
+                self.sched.at(at, Ev::Release);
+            }
+        }
     }
 
     /// Records a violated invariant.
@@ -317,6 +327,7 @@ impl World {
             Ev::Restart(ix) => self.restart(ix),
             Ev::Fault => self.fault(),
             Ev::Revoke => self.revoke(),
+            Ev::Release => self.release(),
         }
     }
 

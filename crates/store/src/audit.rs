@@ -40,8 +40,8 @@ pub struct AuditEvent {
 }
 
 /// A validly signed change held back: never applied, never forwarded,
-/// unless a supervisor releases it ([`Store::release_quarantine`]) and it is
-/// ingested again.
+/// unless a supervisor releases it: a signed release stored with the change
+/// ([`Ingest::releases`](crate::Ingest::releases)) takes it out of the quarantine.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineEntry {
     /// When it was quarantined.
@@ -99,29 +99,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a quarantine entry and returns it, for the caller to ingest
-    /// again (a supervisor released it). Fails with
-    /// [`StoreError::UnknownQuarantine`] when there is no entry `id`.
-    pub fn release_quarantine(&self, id: u64) -> Result<QuarantineEntry, StoreError> {
-        self.write("release quarantine", |txn| {
-            let mut table = txn
-                .open_table(QUARANTINE)
-                .map_err(|e| StoreError::db("release quarantine")(e.into()))?;
-            let sealed = table
-                .remove(id)
-                .map_err(|e| StoreError::db("release quarantine")(e.into()))?
-                .ok_or(StoreError::UnknownQuarantine { id })?
-                .value()
-                .to_vec();
-            let plain = self
-                .seal
-                .open(QUARANTINE.name(), &id.to_be_bytes(), &sealed)?;
-            decode(&plain, "quarantine entry")
-        })
+    /// Quarantine entry `id`. Fails with [`StoreError::UnknownQuarantine`]
+    /// when there is none (released already, or never there).
+    pub fn quarantine_entry(&self, id: u64) -> Result<QuarantineEntry, StoreError> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(QUARANTINE)
+            .map_err(|e| StoreError::db("read quarantine")(e.into()))?;
+        let sealed = table
+            .get(id)
+            .map_err(|e| StoreError::db("read quarantine")(e.into()))?
+            .ok_or(StoreError::UnknownQuarantine { id })?;
+        let plain = self
+            .seal
+            .open(QUARANTINE.name(), &id.to_be_bytes(), sealed.value())?;
+        decode(&plain, "quarantine entry")
     }
 
     /// Appends entries to the quarantine inside `txn`; returns how many.
-    /// Ids are never reused, even after a release.
+    /// A change already held (the same envelope, sent again after a lost
+    /// acknowledgement) is not added twice. Ids are never reused, even
+    /// after a release.
     pub(crate) fn quarantine_in(
         &self,
         txn: &WriteTransaction,
@@ -133,10 +131,27 @@ impl Store {
         let e = |e: redb::TableError| StoreError::db("quarantine")(e.into());
         let mut table = txn.open_table(QUARANTINE).map_err(e)?;
         let mut meta = txn.open_table(META).map_err(e)?;
+        let mut held = std::collections::BTreeSet::new();
+        for row in table
+            .iter()
+            .map_err(|e| StoreError::db("quarantine")(e.into()))?
+        {
+            let (k, v) = row.map_err(|e| StoreError::db("quarantine")(e.into()))?;
+            let plain = self
+                .seal
+                .open(QUARANTINE.name(), &k.value().to_be_bytes(), v.value())?;
+            let entry: QuarantineEntry = decode(&plain, "quarantine entry")?;
+            held.insert(entry.change);
+        }
         let mut last = read_meta_u64(&meta, self.seal.as_ref(), "quarantine-last")?;
-        let n = entries.len();
+        let mut n = 0;
         for entry in entries {
+            if held.contains(&entry.change) {
+                continue;
+            }
+            held.insert(entry.change.clone());
             last += 1;
+            n += 1;
             let sealed = self
                 .seal
                 .seal(QUARANTINE.name(), &last.to_be_bytes(), &encode(&entry)?);

@@ -54,6 +54,10 @@ pub struct Ingest {
     /// Certificates of authors the batch carried, recorded with the batch (a
     /// stored change is never without its author's certificate).
     pub peers: Vec<(DeviceId, PeerRecord)>,
+    /// Signed releases (verified by the caller) of changes in `cases` that
+    /// failed authorization and were let through: stored beside them, and
+    /// their quarantine entries here removed.
+    pub releases: Vec<(CaseId, ChangeHash, Vec<u8>)>,
 }
 
 /// What an ingest did.
@@ -69,6 +73,8 @@ pub struct IngestReport {
     pub pending: usize,
     /// Changes held earlier whose dependencies arrived, now stored.
     pub released_from_pending: usize,
+    /// Quarantine entries removed because a release for their change came.
+    pub released_from_quarantine: usize,
 }
 
 /// What to do with a change whose dependencies are neither stored nor in the batch.
@@ -137,9 +143,11 @@ impl Store {
             quarantine,
             peer_cursor,
             peers,
+            releases,
         } = batch;
         let mut tally = Tally::default();
         let mut quarantined = 0;
+        let mut unquarantined = 0;
         let docs = self.write("ingest", |txn| -> Result<_, BundleError> {
             let before = self.log_head_in(txn)?;
             for (device, rec) in &peers {
@@ -147,6 +155,7 @@ impl Store {
             }
             let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
             quarantined = self.quarantine_in(txn, quarantine)?;
+            unquarantined = self.releases_in(txn, releases)?;
             if let Some((peer, cursor)) = peer_cursor {
                 self.write_cursor_in(txn, &peer, &cursor)?;
                 let after = self.log_head_in(txn)?;
@@ -163,6 +172,7 @@ impl Store {
             quarantined,
             pending: tally.pending,
             released_from_pending: tally.released,
+            released_from_quarantine: unquarantined,
         };
         tracing::debug!(?report, "ingested a batch");
         Ok(report)

@@ -47,6 +47,7 @@ mod import;
 mod ingest;
 mod migrations;
 mod peers;
+mod releases;
 mod rows;
 mod seal;
 mod store;

@@ -6,14 +6,14 @@ use redb::WriteTransaction;
 use crate::error::StoreError;
 use crate::tables::{
     ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, ORIGINS, PENDING, QUARANTINE,
-    RECEIPTS, SNAPSHOTS,
+    RECEIPTS, RELEASES, SNAPSHOTS,
 };
 
 /// One schema step.
 type Step = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// The schema this build writes.
-pub(crate) const CURRENT: u32 = 1;
+pub(crate) const CURRENT: u32 = 2;
 
 /// Step 1: create every table.
 fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
@@ -33,6 +33,12 @@ fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// Step 2: the table of quarantine releases.
+fn step_2(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(RELEASES)?;
+    Ok(())
+}
+
 /// Brings a store from schema `from` to [`CURRENT`] inside `txn`.
 pub(crate) fn run(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     if from > CURRENT {
@@ -41,7 +47,7 @@ pub(crate) fn run(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
             supported: CURRENT,
         });
     }
-    let steps: [Step; 1] = [step_1];
+    let steps: [Step; 2] = [step_1, step_2];
     for (i, step) in steps.iter().enumerate() {
         let number = i as u32 + 1;
         if number > from {

@@ -80,3 +80,10 @@ pub(crate) const RECEIPTS: TableDefinition<(&[u8], u64), &[u8]> =
 /// `devices-1`: device id (32 bytes) → sealed postcard [`PeerRecord`](crate::PeerRecord): the
 /// peers this node knows, with their certificate and last contact.
 pub(crate) const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("devices-1");
+
+/// `releases-1`: (case key, change hash: 32 bytes) → sealed signed release (the bytes of a
+/// `fieldsync_protocol::ReleaseBody` record, verified by the caller): the supervisor's or
+/// headquarters' permission under which a change that failed authorization was stored. It is
+/// sent with the change, so that every node can check it. Added in schema 2.
+pub(crate) const RELEASES: TableDefinition<(&[u8], &[u8]), &[u8]> =
+    TableDefinition::new("releases-1");

@@ -290,6 +290,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(7))),
                     peers: vec![],
+                    releases: vec![],
                 },
                 now(),
             )
@@ -309,6 +310,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     quarantine: vec![q],
                     peer_cursor: Some((peer, cursor(12))),
                     peers: vec![],
+                    releases: vec![],
                 },
                 now(),
             )
@@ -331,6 +333,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(12))),
                     peers: vec![],
+                    releases: vec![],
                 },
                 now(),
             )
@@ -349,6 +352,7 @@ fn ingest_stores_batch_and_cursor_together_or_nothing() {
                     quarantine: vec![],
                     peer_cursor: Some((peer, cursor(12))),
                     peers: vec![],
+                    releases: vec![],
                 },
                 now(),
             )
@@ -490,6 +494,7 @@ fn pending_is_bounded() {
                 quarantine: vec![],
                 peer_cursor: Some((peer, cursor(1))),
                 peers: vec![],
+                releases: vec![],
             },
             now(),
         )
@@ -822,19 +827,59 @@ fn quarantine_entries_are_held_until_released() {
         .unwrap();
     assert_eq!((r.quarantined, r.stored), (2, 0));
     assert_eq!(s.log_head().unwrap(), 0, "a quarantined change was stored");
+    // The same change sent again (its acknowledgement was lost) is held once.
+    let again = s
+        .ingest(
+            Ingest {
+                quarantine: vec![q1.clone()],
+                ..Ingest::default()
+            },
+            now(),
+        )
+        .unwrap();
+    assert_eq!(again.quarantined, 0);
     assert_eq!(
         s.quarantine().unwrap(),
         vec![(1, q1.clone()), (2, q2.clone())]
     );
-    // Released: returned for re-ingestion, gone from the quarantine.
-    let back = s.release_quarantine(2).unwrap();
-    assert_eq!(back, q2);
-    assert_eq!(s.quarantine().unwrap(), vec![(1, q1)]);
-    let err = s.release_quarantine(2).unwrap_err();
+    assert_eq!(s.quarantine_entry(2).unwrap(), q2);
     assert!(
-        matches!(err, StoreError::UnknownQuarantine { id: 2 }),
-        "{err}"
+        matches!(
+            s.quarantine_entry(9).unwrap_err(),
+            StoreError::UnknownQuarantine { id: 9 }
+        ),
+        "an unknown id is named"
     );
+    // Released: the change is stored with its release, in the same commit
+    // that takes it out of the quarantine.
+    let g = fieldsync_case::verify_genesis(
+        decode_signed::<fieldsync_case::Genesis>(&q2.genesis).unwrap(),
+    )
+    .unwrap();
+    let c = decode_change(&q2.change).unwrap().verify().unwrap();
+    let hash = c.payload().hash();
+    assert_eq!(s.release_for(&case_id(2), &hash).unwrap(), None);
+    assert!(!s.has_releases().unwrap());
+    let r = s
+        .ingest(
+            Ingest {
+                releases: vec![(case_id(2), hash, b"signed release".to_vec())],
+                ..batch(vec![(g, vec![c])])
+            },
+            now(),
+        )
+        .unwrap();
+    assert_eq!((r.stored, r.released_from_quarantine), (1, 1));
+    assert_eq!(s.quarantine().unwrap(), vec![(1, q1)]);
+    assert_eq!(
+        s.release_for(&case_id(2), &hash).unwrap().as_deref(),
+        Some(&b"signed release"[..])
+    );
+    assert!(s.has_releases().unwrap());
+    assert!(matches!(
+        s.quarantine_entry(2).unwrap_err(),
+        StoreError::UnknownQuarantine { id: 2 }
+    ));
     // Ids are not reused.
     s.ingest(
         Ingest {
@@ -845,16 +890,6 @@ fn quarantine_entries_are_held_until_released() {
     )
     .unwrap();
     assert_eq!(s.quarantine().unwrap()[1].0, 3);
-    // The released change can be ingested from what the entry carries.
-    let g = fieldsync_case::verify_genesis(
-        decode_signed::<fieldsync_case::Genesis>(&back.genesis).unwrap(),
-    )
-    .unwrap();
-    let c = decode_change(&back.change).unwrap().verify().unwrap();
-    assert_eq!(
-        s.ingest(batch(vec![(g, vec![c])]), now()).unwrap().stored,
-        1
-    );
 }
 
 // ---- repair ----
