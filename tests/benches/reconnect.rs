@@ -29,8 +29,16 @@ use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
 const T0: i64 = 1_790_000_000_000;
 const K: usize = 10;
-/// Notes added to every case before the offline period (its history).
-const HISTORY: usize = 3;
+/// Notes added to every case before the offline period (its history);
+/// `BENCH_HISTORY` sets another number. The per-document baseline grows with
+/// it (its Bloom filter covers the whole history on a fresh connection);
+/// FieldSync's bytes do not.
+fn history() -> usize {
+    std::env::var("BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_millis(T0 + s * 1000)
@@ -260,7 +268,7 @@ fn scenario(d: usize) {
                 )
             })
             .unwrap();
-        for n in 0..HISTORY {
+        for n in 0..history() {
             dev.store
                 .edit_case(&id, t(1), "note", |doc| {
                     doc.add_note(dev.store.device().id(), t(1), &format!("observation {n}"))
@@ -352,17 +360,22 @@ fn scenario(d: usize) {
 }
 
 fn main() {
-    println!("Reconnection after offline, k = {K} changed cases on each side");
+    println!(
+        "Reconnection after offline, k = {K} changed cases on each side, {} notes of history per case",
+        history()
+    );
     println!(
         "| D | floor B | FieldSync up / down B | RTs | CPU ms | satellite | per-doc up / down B | RTs | CPU ms | satellite | FS / floor | per-doc / FS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let ds: &[usize] = if std::env::var_os("BENCH_QUICK").is_some() {
-        &[100, 1_000]
+    let ds: Vec<usize> = if std::env::var_os("BENCH_QUICK").is_some() {
+        vec![100, 1_000]
+    } else if let Some(d) = std::env::var("BENCH_D").ok().and_then(|v| v.parse().ok()) {
+        vec![d]
     } else {
-        &[100, 1_000, 10_000]
+        vec![100, 1_000, 10_000]
     };
-    for &d in ds {
+    for d in ds {
         scenario(d);
     }
     println!();

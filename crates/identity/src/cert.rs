@@ -312,6 +312,7 @@ impl DeviceCertificate {
             return Err(CertificateError::Revoked {
                 device: self.device().short(),
                 since: entry.revoked_at.to_string(),
+                reason: entry.reason.clone(),
             });
         }
         self.check_valid_at(now)

@@ -104,12 +104,14 @@ pub enum CertificateError {
         not_after: String,
     },
     /// The device is revoked.
-    #[error("device {device} is revoked (since {since}); ask headquarters to re-enroll")]
+    #[error("device {device} is revoked (since {since}: {reason}); ask headquarters to re-enroll")]
     Revoked {
         /// Short device id.
         device: String,
         /// When it was revoked.
         since: String,
+        /// Headquarters' reason.
+        reason: String,
     },
     /// The revocation list given to check a certificate comes from another
     /// headquarters key than the certificate.

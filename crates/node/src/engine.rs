@@ -1,0 +1,426 @@
+//! The engine thread: the one place where the store is written and the
+//! sessions run. Everything else talks to it through [`Cmd`]s.
+//!
+//! Store work (redb commits, each with its fsync) blocks, so the engine runs
+//! on its own OS thread, never on the async runtime's workers. Connection
+//! tasks send it the bytes they read; it feeds them to the connection's
+//! [`Session`], and hands each connection's outgoing frames to that
+//! connection's writer task. When a session stores changes, every other
+//! session is told the log grew, which is how live changes reach subscribed
+//! peers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fieldsync_identity::{DeviceCertificate, DeviceId, PublicKey, RevocationList, Timestamp};
+use fieldsync_protocol::{
+    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, NodeRole, Session, SessionConfig,
+    SessionError,
+};
+use fieldsync_store::Store;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Identifies one connection for as long as the node runs.
+pub type ConnId = u64;
+
+/// The wall clock, as the protocol's timestamps.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// How the node presents itself in its sessions.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Device or relay.
+    pub role: NodeRole,
+    /// This node's certificate, issued by headquarters.
+    pub certificate: DeviceCertificate,
+    /// The headquarters key every certificate must chain to.
+    pub hq: PublicKey,
+    /// Batches in flight per session, at most.
+    pub max_in_flight: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with the default window.
+    pub fn new(role: NodeRole, certificate: DeviceCertificate, hq: PublicKey) -> Self {
+        Self {
+            role,
+            certificate,
+            hq,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// What a connection's session does once both sides hold each other's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stay connected: live changes flow both ways (relays, `sync --watch`).
+    Live,
+    /// Close as soon as the session is synced (`sync`).
+    UntilSynced,
+}
+
+/// What the engine sends a connection's writer.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// Bytes for the peer (whole frames).
+    Frame(Vec<u8>),
+    /// The session ended: flush, then close the connection.
+    Close,
+}
+
+/// What happened on one connection, for whoever subscribed.
+#[derive(Debug, Clone)]
+pub struct NodeEvent {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its authenticated peer.
+    pub peer: DeviceId,
+    /// What happened.
+    pub kind: NodeEventKind,
+}
+
+/// The kinds of [`NodeEvent`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NodeEventKind {
+    /// An event of the session itself.
+    Session(Event),
+    /// Both logs are exchanged and acknowledged (first time on this connection).
+    Synced,
+    /// The connection's session is over; `error` says why when it failed.
+    Ended {
+        /// The failure, if it was one.
+        error: Option<String>,
+    },
+}
+
+/// How one connection's session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnOutcome {
+    /// The authenticated peer.
+    pub peer: DeviceId,
+    /// Whether the session reached "synced" (both logs exchanged and acknowledged).
+    pub synced: bool,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// A job run on the engine thread with the engine in hand (admin commands,
+/// local edits while a session is live).
+pub(crate) type Job = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// Messages to the engine thread.
+pub(crate) enum Cmd {
+    /// A connection was authenticated: open a session with `peer`.
+    Open {
+        id: ConnId,
+        peer: DeviceId,
+        mode: Mode,
+        out: mpsc::UnboundedSender<Out>,
+        done: oneshot::Sender<ConnOutcome>,
+    },
+    /// Bytes read from a connection.
+    Input { id: ConnId, bytes: Vec<u8> },
+    /// The connection is gone (read side ended or failed).
+    Gone { id: ConnId, reason: Option<String> },
+    /// Run a job on the engine thread.
+    Run(Job),
+    /// Close every session and stop.
+    Shutdown,
+}
+
+struct Live {
+    session: Session,
+    out: mpsc::UnboundedSender<Out>,
+    peer: DeviceId,
+    mode: Mode,
+    synced: bool,
+    error: Option<String>,
+    done: oneshot::Sender<ConnOutcome>,
+}
+
+impl Live {
+    /// Tells the connection task how it ended.
+    fn finish(self, error: Option<String>) -> (DeviceId, Option<String>) {
+        let _ = self.out.send(Out::Close);
+        let _ = self.done.send(ConnOutcome {
+            peer: self.peer,
+            synced: self.synced,
+            error: error.clone(),
+        });
+        (self.peer, error)
+    }
+}
+
+/// The state the engine thread owns. Jobs get `&mut Engine`.
+pub struct Engine {
+    store: Arc<Store>,
+    cfg: NodeConfig,
+    authority: Authority,
+    conns: BTreeMap<ConnId, Live>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        cfg: NodeConfig,
+        events: broadcast::Sender<NodeEvent>,
+    ) -> Self {
+        let revocations = store
+            .revocations()
+            .ok()
+            .flatten()
+            .and_then(|bytes| RevocationList::from_bytes(&bytes, &cfg.hq).ok());
+        let authority = Authority::new(cfg.hq, revocations);
+        Self {
+            store,
+            cfg,
+            authority,
+            conns: BTreeMap::new(),
+            events,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The trust anchor and the revocation list in force.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Peers with an open session.
+    pub fn connected(&self) -> Vec<DeviceId> {
+        self.conns.values().map(|l| l.peer).collect()
+    }
+
+    /// Runs the engine until [`Cmd::Shutdown`] or until every sender is gone.
+    pub(crate) fn run(mut self, mut inbox: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = inbox.blocking_recv() {
+            match cmd {
+                Cmd::Open {
+                    id,
+                    peer,
+                    mode,
+                    out,
+                    done,
+                } => self.open(id, peer, mode, out, done),
+                Cmd::Input { id, bytes } => self.input(id, &bytes),
+                Cmd::Gone { id, reason } => self.gone(id, reason),
+                Cmd::Run(job) => job(&mut self),
+                Cmd::Shutdown => break,
+            }
+        }
+        for id in self.conns.keys().copied().collect::<Vec<_>>() {
+            if let Some(live) = self.conns.get_mut(&id) {
+                live.session
+                    .close(CloseCode::Done, "the node is shutting down");
+            }
+            self.drain(id);
+        }
+        tracing::debug!("engine stopped");
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            role: self.cfg.role,
+            certificate: self.cfg.certificate.clone(),
+            authority: self.authority.clone(),
+            max_in_flight: self.cfg.max_in_flight,
+        }
+    }
+
+    fn open(
+        &mut self,
+        id: ConnId,
+        peer: DeviceId,
+        mode: Mode,
+        out: mpsc::UnboundedSender<Out>,
+        done: oneshot::Sender<ConnOutcome>,
+    ) {
+        match Session::new(self.session_config(), &self.store, peer, now()) {
+            Ok(session) => {
+                self.conns.insert(
+                    id,
+                    Live {
+                        session,
+                        out,
+                        peer,
+                        mode,
+                        synced: false,
+                        error: None,
+                        done,
+                    },
+                );
+                self.drain(id);
+            }
+            Err(e) => {
+                tracing::error!(peer = %peer.short(), error = %e, "cannot open a session");
+                let live_error = Some(e.to_string());
+                let _ = out.send(Out::Close);
+                let _ = done.send(ConnOutcome {
+                    peer,
+                    synced: false,
+                    error: live_error.clone(),
+                });
+                self.emit(id, peer, NodeEventKind::Ended { error: live_error });
+            }
+        }
+    }
+
+    fn input(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(live) = self.conns.get_mut(&id) else {
+            return; // closed already; late bytes are dropped
+        };
+        if let Err(e) = live.session.handle_input(&self.store, bytes, now()) {
+            live.error.get_or_insert_with(|| describe(&e));
+        }
+        self.drain(id);
+    }
+
+    fn gone(&mut self, id: ConnId, reason: Option<String>) {
+        let Some(mut live) = self.conns.remove(&id) else {
+            return;
+        };
+        let error = live.error.take().or(if live.session.is_closed() {
+            None
+        } else {
+            Some(reason.unwrap_or_else(|| "the connection ended before the session did".into()))
+        });
+        let (peer, error) = live.finish(error);
+        self.emit(id, peer, NodeEventKind::Ended { error });
+    }
+
+    /// Sends what session `id` has queued, publishes its events, and reacts:
+    /// stored changes go to every other session; a newer revocation list is
+    /// adopted everywhere; a synced one-shot session is closed.
+    fn drain(&mut self, id: ConnId) {
+        let mut grew = false;
+        let mut revocations = false;
+        let mut ended = None;
+        let Some(live) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let peer = live.peer;
+        let mut events = Vec::new();
+        loop {
+            while let Some(frame) = live.session.poll_transmit() {
+                let _ = live.out.send(Out::Frame(frame));
+            }
+            while let Some(ev) = live.session.poll_event() {
+                match &ev {
+                    Event::Stored { report, .. } if report.stored > 0 => grew = true,
+                    Event::RevocationsUpdated { .. } => revocations = true,
+                    _ => {}
+                }
+                events.push(NodeEventKind::Session(ev));
+            }
+            if !live.synced && live.session.is_synced() {
+                live.synced = true;
+                events.push(NodeEventKind::Synced);
+                if live.mode == Mode::UntilSynced {
+                    live.session.close(CloseCode::Done, "synced");
+                    continue; // send the Close frame
+                }
+            }
+            break;
+        }
+        if live.session.is_closed() {
+            ended = Some(live.error.clone());
+        }
+        for kind in events {
+            self.emit(id, peer, kind);
+        }
+        if let Some(error) = ended
+            && let Some(live) = self.conns.remove(&id)
+        {
+            let (peer, error) = live.finish(error);
+            self.emit(id, peer, NodeEventKind::Ended { error });
+        }
+        if revocations {
+            self.reload_revocations();
+        }
+        if grew {
+            self.log_grew_except(Some(id));
+        }
+    }
+
+    fn emit(&self, conn: ConnId, peer: DeviceId, kind: NodeEventKind) {
+        // No subscriber is not an error.
+        let _ = self.events.send(NodeEvent { conn, peer, kind });
+    }
+
+    /// The local log grew (a local edit, an admin release, a batch from a
+    /// peer): every session forwards what its peer lacks.
+    pub fn log_grew(&mut self) {
+        self.log_grew_except(None);
+    }
+
+    fn log_grew_except(&mut self, except: Option<ConnId>) {
+        let ids: Vec<ConnId> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != except)
+            .collect();
+        for id in ids {
+            if let Some(live) = self.conns.get_mut(&id)
+                && let Err(e) = live.session.handle_log_grew(&self.store, now())
+            {
+                live.error.get_or_insert_with(|| describe(&e));
+            }
+            self.drain(id);
+        }
+    }
+
+    /// Adopts `list` if it is newer than the one in force: stores it, and
+    /// every session passes it on (and ends if its peer is now revoked).
+    pub fn adopt_revocations(&mut self, list: RevocationList) -> Result<bool, SessionError> {
+        if !self.authority.adopt(list.clone()) {
+            return Ok(false);
+        }
+        self.store.set_revocations(&list.to_bytes())?;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(live) = self.conns.get_mut(&id)
+                && let Err(e) = live.session.handle_revocations(list.clone(), now())
+            {
+                live.error.get_or_insert_with(|| describe(&e));
+            }
+            self.drain(id);
+        }
+        Ok(true)
+    }
+
+    /// A session adopted (and stored) a newer list from its peer: take it
+    /// from the store and pass it to the others.
+    fn reload_revocations(&mut self) {
+        let list = self
+            .store
+            .revocations()
+            .ok()
+            .flatten()
+            .and_then(|bytes| RevocationList::from_bytes(&bytes, &self.cfg.hq).ok());
+        if let Some(list) = list
+            && let Err(e) = self.adopt_revocations(list)
+        {
+            tracing::error!(error = %e, "adopting a revocation list");
+        }
+    }
+}
+
+/// A session error as one line for people.
+fn describe(e: &SessionError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,197 @@
+//! The handle the binaries hold: start the engine, give it connections, run
+//! jobs on its thread, watch its events, shut it down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fieldsync_identity::DeviceId;
+use fieldsync_store::Store;
+use fieldsync_transport::{Connection, SessionReader, SessionWriter, TransportError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{Duration, timeout};
+
+use crate::engine::{Cmd, ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEvent, Out};
+
+/// Commands queued for the engine, at most, before connection readers wait
+/// (backpressure on peers that send faster than the store commits).
+const INBOX: usize = 256;
+
+/// Events kept for slow subscribers before they start missing some.
+const EVENTS: usize = 4096;
+
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long a peer has to finish its side once our session is over.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The node's engine is gone (it was shut down, or its thread ended).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the node has shut down")]
+pub struct NodeStopped;
+
+/// A running node: an engine thread that owns the store and the sessions.
+/// Cheap to clone; every clone drives the same engine.
+#[derive(Clone)]
+pub struct Node {
+    inbox: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<NodeEvent>,
+    next_conn: Arc<AtomicU64>,
+    device: DeviceId,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts the engine on its own thread. The store is the engine's from
+    /// now on: reach it through [`Node::with_engine`].
+    pub fn start(store: Store, cfg: NodeConfig) -> Result<Self, std::io::Error> {
+        let device = store.device().id();
+        let (inbox, rx) = mpsc::channel(INBOX);
+        let (events, _) = broadcast::channel(EVENTS);
+        let engine = Engine::new(Arc::new(store), cfg, events.clone());
+        std::thread::Builder::new()
+            .name("fieldsync-engine".into())
+            .spawn(move || engine.run(rx))?;
+        Ok(Self {
+            inbox,
+            events,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            device,
+        })
+    }
+
+    /// This node's device id.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    /// Events of every connection from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs `job` on the engine thread, with the store and the sessions in
+    /// hand, and returns what it returns.
+    pub async fn with_engine<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> Result<R, NodeStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Cmd::Run(Box::new(move |engine| {
+                let _ = tx.send(job(engine));
+            })))
+            .await
+            .map_err(|_| NodeStopped)?;
+        rx.await.map_err(|_| NodeStopped)
+    }
+
+    /// Stops the engine: every session is closed (its peer is told), and
+    /// the store is dropped once the engine thread ends.
+    pub async fn shutdown(&self) {
+        let _ = self.inbox.send(Cmd::Shutdown).await;
+    }
+
+    /// Runs a session over `conn` until it ends: the peer is the key the
+    /// transport authenticated; the session checks its certificate. In
+    /// [`Mode::UntilSynced`] the session closes once both logs are exchanged
+    /// and acknowledged.
+    pub async fn run_connection(&self, conn: Connection, mode: Mode) -> ConnOutcome {
+        let id: ConnId = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let peer = conn.peer_device();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (done_tx, mut done_rx) = oneshot::channel();
+        let (reader, writer) = conn.into_split();
+        let stopped = ConnOutcome {
+            peer,
+            synced: false,
+            error: Some("the node has shut down".into()),
+        };
+        let open = Cmd::Open {
+            id,
+            peer,
+            mode,
+            out: out_tx,
+            done: done_tx,
+        };
+        if self.inbox.send(open).await.is_err() {
+            return stopped;
+        }
+        tracing::debug!(conn = id, peer = %peer.short(), "session opened");
+        let writing = tokio::spawn(write_loop(writer, out_rx));
+        let reading = read_loop(reader, id, &self.inbox);
+        tokio::pin!(reading);
+        let mut outcome = None;
+        let read_result = tokio::select! {
+            r = &mut reading => r,
+            o = &mut done_rx => {
+                // Our session is over; the peer gets a moment to finish its side.
+                outcome = o.ok();
+                timeout(CLOSE_GRACE, &mut reading).await.unwrap_or(Ok(()))
+            }
+        };
+        let reason = read_result.err().map(|e| e.to_string());
+        let _ = self.inbox.send(Cmd::Gone { id, reason }).await;
+        let outcome = match outcome {
+            Some(o) => o,
+            None => done_rx.await.unwrap_or(stopped),
+        };
+        if let Ok(Some(writer)) = writing.await {
+            writer.close(0, "session over").await;
+        }
+        tracing::debug!(conn = id, peer = %peer.short(), ?outcome, "session ended");
+        outcome
+    }
+}
+
+/// Reads bytes and hands them to the engine until the peer finishes or the
+/// connection fails.
+async fn read_loop(
+    mut reader: SessionReader,
+    id: ConnId,
+    inbox: &mpsc::Sender<Cmd>,
+) -> Result<(), TransportError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(TransportError::Io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let bytes = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
+        if inbox.send(Cmd::Input { id, bytes }).await.is_err() {
+            return Ok(()); // the engine stopped
+        }
+    }
+}
+
+/// Writes what the engine sends until it says the session is over, then
+/// finishes the stream so the peer reads everything before the end.
+async fn write_loop(
+    mut writer: SessionWriter,
+    mut out: mpsc::UnboundedReceiver<Out>,
+) -> Option<SessionWriter> {
+    while let Some(msg) = out.recv().await {
+        match msg {
+            Out::Frame(bytes) => {
+                if let Err(e) = writer.write_all(&bytes).await {
+                    tracing::debug!(error = %e, "write failed; the connection is gone");
+                    return None;
+                }
+            }
+            Out::Close => break,
+        }
+    }
+    let _ = writer.flush().await;
+    if let Err(e) = timeout(CLOSE_GRACE, writer.finish()).await {
+        tracing::debug!(error = %e, "the peer did not take the end of the stream in time");
+    }
+    Some(writer)
+}

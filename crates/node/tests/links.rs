@@ -1,0 +1,259 @@
+//! Real nodes over real QUIC on loopback, with real redb files: a relay and
+//! devices converge, live changes flow, a revoked device is told why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fieldsync_case::{CaseKind, Field};
+use fieldsync_identity::{
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HqRoot,
+    Revocation, Role, SecretKey, Timestamp,
+};
+use fieldsync_node::{Mode, Node, NodeConfig, NodeEventKind, now};
+use fieldsync_protocol::{Event, NodeRole};
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
+use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use tempfile::TempDir;
+
+struct Peer {
+    node: Node,
+    identity: Identity,
+    cert: DeviceCertificate,
+}
+
+fn issue(hq: &HqRoot, store: &Store, serial: u64, role: Role) -> DeviceCertificate {
+    let general = vec![Compartment::new("general").unwrap()];
+    let write = if role == Role::Liaison {
+        vec![]
+    } else {
+        general.clone()
+    };
+    hq.issue(CertificateBody {
+        version: CERTIFICATE_VERSION,
+        serial,
+        issuer: hq.public(),
+        device: store.device().id(),
+        name: format!("node-{serial}"),
+        office: "rome".into(),
+        role,
+        read: general,
+        write,
+        not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
+        not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
+    })
+    .unwrap()
+}
+
+fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role) -> Peer {
+    let kind = if role == Role::Relay {
+        StoreKind::Relay
+    } else {
+        StoreKind::Device
+    };
+    let store = Store::create(
+        &dir.path().join(format!("node-{seed}.redb")),
+        NewDevice {
+            seed: [seed; 32],
+            name: &format!("node-{seed}"),
+            epoch: [seed; 16],
+            now: now(),
+            kind,
+        },
+    )
+    .unwrap();
+    let cert = issue(hq, &store, u64::from(seed), role);
+    let node_role = if role == Role::Relay {
+        NodeRole::Relay
+    } else {
+        NodeRole::Device
+    };
+    let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
+    let node = Node::start(store, NodeConfig::new(node_role, cert.clone(), hq.public())).unwrap();
+    Peer {
+        node,
+        identity,
+        cert,
+    }
+}
+
+/// Serves `relay` on a loopback port, every connection a live session.
+async fn serve(relay: &Peer) -> SocketAddr {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &relay.identity,
+        &TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )
+    .await
+    .unwrap();
+    let addr = listener.local_addr();
+    let node = relay.node.clone();
+    tokio::spawn(async move {
+        while let Ok(conn) = listener.accept().await {
+            let node = node.clone();
+            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
+        }
+    });
+    addr
+}
+
+fn connector(p: &Peer) -> Connector {
+    Connector::new(
+        &p.identity,
+        TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )
+    .unwrap()
+}
+
+async fn new_case(p: &Peer, id: u8, title: &'static str) -> CaseId {
+    p.node
+        .with_engine(move |e| {
+            let case = e
+                .store()
+                .create_case(
+                    &NewCase {
+                        id: CaseId::from_bytes([id; 16]),
+                        kind: CaseKind::CriminalInvestigation,
+                        office: "rome",
+                        compartment: "general",
+                        title,
+                    },
+                    now(),
+                )
+                .unwrap();
+            e.log_grew();
+            case
+        })
+        .await
+        .unwrap()
+}
+
+async fn title(p: &Peer, case: CaseId) -> Option<String> {
+    p.node
+        .with_engine(move |e| e.store().case_record(&case).ok().map(|r| r.title))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sync_through_a_relay_over_quic_and_live_changes_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = HqRoot::from_secret(SecretKey::from_seed(&[200; 32]));
+    let relay = peer(&dir, &hq, 1, Role::Relay);
+    let a = peer(&dir, &hq, 2, Role::Field);
+    let b = peer(&dir, &hq, 3, Role::Field);
+    let addr = serve(&relay).await;
+
+    let ca = new_case(&a, 1, "Stele").await;
+    let cb = new_case(&b, 2, "Tunnel").await;
+    // One-shot syncs: each ends once both logs are exchanged and acknowledged.
+    for p in [&a, &b, &a] {
+        let conn = connector(p).connect(addr).await.unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            p.node.run_connection(conn, Mode::UntilSynced),
+        )
+        .await
+        .unwrap();
+        assert!(out.synced, "{out:?}");
+        assert_eq!(out.error, None);
+        assert_eq!(out.peer, relay.cert.device());
+    }
+    assert_eq!(title(&a, cb).await.as_deref(), Some("Tunnel"));
+    assert_eq!(title(&b, ca).await.as_deref(), Some("Stele"));
+    let receipts = a
+        .node
+        .with_engine(|e| e.store().receipts().unwrap().len())
+        .await
+        .unwrap();
+    assert!(receipts > 0, "the relay's receipts are kept");
+
+    // Live: both stay connected; an edit on `a` reaches `b` without a new sync.
+    let mut b_events = b.node.subscribe();
+    let live_a = {
+        let conn = connector(&a).connect(addr).await.unwrap();
+        let node = a.node.clone();
+        tokio::spawn(async move { node.run_connection(conn, Mode::Live).await })
+    };
+    let live_b = {
+        let conn = connector(&b).connect(addr).await.unwrap();
+        let node = b.node.clone();
+        tokio::spawn(async move { node.run_connection(conn, Mode::Live).await })
+    };
+    // Wait until b is synced, then edit on a.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(ev) = b_events.recv().await
+                && matches!(ev.kind, NodeEventKind::Synced)
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    a.node
+        .with_engine(move |e| {
+            e.store()
+                .edit_case(&ca, now(), "title", |d| {
+                    d.set_field(Field::Title, "Stele (live)")
+                })
+                .unwrap();
+            e.log_grew();
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(ev) = b_events.recv().await
+                && matches!(ev.kind, NodeEventKind::Session(Event::Stored { .. }))
+                && title(&b, ca).await.as_deref() == Some("Stele (live)")
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the live change reached b");
+    for n in [&a.node, &b.node, &relay.node] {
+        n.shutdown().await;
+    }
+    let (oa, ob) = (live_a.await.unwrap(), live_b.await.unwrap());
+    assert!(oa.synced && ob.synced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_told_it_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = HqRoot::from_secret(SecretKey::from_seed(&[201; 32]));
+    let relay = peer(&dir, &hq, 1, Role::Relay);
+    let lost = peer(&dir, &hq, 2, Role::Field);
+    let addr = serve(&relay).await;
+    let list = hq
+        .revoke(
+            None,
+            Revocation::new(lost.cert.device(), now(), "lost at the airport").accepting(0, 0),
+            now(),
+        )
+        .unwrap();
+    relay
+        .node
+        .with_engine(move |e| e.adopt_revocations(list).unwrap())
+        .await
+        .unwrap();
+    let conn = connector(&lost).connect(addr).await.unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        lost.node.run_connection(conn, Mode::UntilSynced),
+    )
+    .await
+    .unwrap();
+    assert!(!out.synced);
+    let error = out.error.unwrap();
+    assert!(
+        error.contains("revoked") && error.contains("lost at the airport"),
+        "{error}"
+    );
+}
