@@ -88,6 +88,7 @@ fn node(hq: &HqRoot, seed: u8, role: Role, serial: u64) -> Node {
         certificate: cert,
         authority: Authority::new(hq.public(), None),
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        deferred_commits: false,
     };
     Node { store, cfg }
 }

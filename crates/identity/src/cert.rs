@@ -244,6 +244,22 @@ impl DeviceCertificate {
     /// (surrounding whitespace, indentation and CRLF line ends are
     /// accepted), then verifies as [`DeviceCertificate::from_bytes`].
     pub fn from_pem_like(text: &str, hq: &PublicKey) -> Result<Self, CertificateError> {
+        Self::from_bytes(&Self::pem_like_bytes(text)?, hq)
+    }
+
+    /// Parses the text form and verifies it against the issuer it names:
+    /// for a device being enrolled, which learns the headquarters key from
+    /// the certificate headquarters handed it (compare it with the key
+    /// `fieldsync-server init` printed). Returns the certificate; its
+    /// [`issuer`](DeviceCertificate::issuer) is the headquarters key.
+    pub fn from_pem_like_trusting_issuer(text: &str) -> Result<Self, CertificateError> {
+        let bytes = Self::pem_like_bytes(text)?;
+        let signed = decode_signed::<CertificateBody>(&bytes)?;
+        let issuer = signed.payload().value().issuer;
+        Self::from_bytes(&bytes, &issuer)
+    }
+
+    fn pem_like_bytes(text: &str) -> Result<Vec<u8>, CertificateError> {
         let bad = |detail: String| DecodeError::BadText {
             what: "certificate",
             detail,
@@ -271,9 +287,8 @@ impl DeviceCertificate {
         if digits.is_empty() {
             return Err(bad("there is nothing between the BEGIN and END lines".into()).into());
         }
-        let bytes = hex::decode(&digits)
-            .map_err(|_| bad("odd number of hex digits; a digit is missing".into()))?;
-        Self::from_bytes(&bytes, hq)
+        Ok(hex::decode(&digits)
+            .map_err(|_| bad("odd number of hex digits; a digit is missing".into()))?)
     }
 
     /// Checks that the certificate is valid at `now` (validity bounds are inclusive).
@@ -462,6 +477,17 @@ pub(crate) mod tests {
         assert_eq!(
             DeviceCertificate::from_pem_like(&text, &hq.public()),
             Ok(cert.clone())
+        );
+        // Enrollment: the device learns the headquarters key from the file;
+        // a signature that does not verify under the named issuer is refused.
+        let trusted = DeviceCertificate::from_pem_like_trusting_issuer(&text).unwrap();
+        assert_eq!(trusted.issuer(), &hq.public());
+        let mut forged = text.clone().into_bytes();
+        let at = forged.len() - 40; // inside the signature's hex digits
+        forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
+        assert!(
+            DeviceCertificate::from_pem_like_trusting_issuer(std::str::from_utf8(&forged).unwrap())
+                .is_err()
         );
         let messy = format!("\n\n  {}  \n", text.replace('\n', "\r\n  "));
         assert_eq!(

@@ -57,17 +57,40 @@ pub(crate) fn framed_message(buf: &mut Vec<u8>, domain: &[u8], message: &[u8]) {
     buf.extend_from_slice(message);
 }
 
+/// Parsed public keys remembered per thread, at most.
+pub(crate) const KEY_MEMO: usize = 4096;
+
+thread_local! {
+    /// Keys that parsed (valid and not weak), by their bytes.
+    static MEMO: std::cell::RefCell<std::collections::HashMap<[u8; PUBLIC_KEY_LEN], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// An ed25519 public key. Weak (small-order) keys are rejected on construction.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
     /// Parses 32 bytes; rejects points that are not on the curve and weak keys.
+    ///
+    /// Parsing decompresses a curve point (a field square root, about 10 µs),
+    /// and the same few keys sign everything a node reads: keys that parsed
+    /// are remembered per thread (at most 4096 of them).
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<Self, KeyError> {
+        if let Some(key) = MEMO.with(|m| m.borrow().get(bytes).copied()) {
+            return Ok(Self(key));
+        }
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
         if key.is_weak() {
             return Err(KeyError::WeakPublicKey);
         }
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= KEY_MEMO {
+                m.clear();
+            }
+            m.insert(*bytes, key);
+        });
         Ok(Self(key))
     }
 

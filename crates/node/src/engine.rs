@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub hq: PublicKey,
     /// Batches in flight per session, at most.
     pub max_in_flight: usize,
+    /// Group commit: batches from all peers that arrive together are made
+    /// durable by one fsync, before any of them is acknowledged.
+    pub group_commit: bool,
 }
 
 impl NodeConfig {
@@ -54,9 +57,14 @@ impl NodeConfig {
             certificate,
             hq,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            group_commit: true,
         }
     }
 }
+
+/// Frames held for a group commit, at most, before the engine flushes even
+/// though more input is queued.
+const MAX_HELD: usize = 4096;
 
 /// What a connection's session does once both sides hold each other's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,8 +157,7 @@ struct Live {
 
 impl Live {
     /// Tells the connection task how it ended.
-    fn finish(self, error: Option<String>) -> (DeviceId, Option<String>) {
-        let _ = self.out.send(Out::Close);
+    fn report(self, error: Option<String>) -> (DeviceId, Option<String>) {
         let _ = self.done.send(ConnOutcome {
             peer: self.peer,
             synced: self.synced,
@@ -167,6 +174,10 @@ pub struct Engine {
     authority: Authority,
     conns: BTreeMap<ConnId, Live>,
     events: broadcast::Sender<NodeEvent>,
+    /// Something was stored without waiting for the disk since the last flush.
+    unflushed: bool,
+    /// Frames that wait for the next flush (they may acknowledge what it makes durable).
+    held: Vec<(mpsc::UnboundedSender<Out>, Out)>,
 }
 
 impl Engine {
@@ -187,6 +198,8 @@ impl Engine {
             authority,
             conns: BTreeMap::new(),
             events,
+            unflushed: false,
+            held: Vec::new(),
         }
     }
 
@@ -207,21 +220,21 @@ impl Engine {
 
     /// Runs the engine until [`Cmd::Shutdown`] or until every sender is gone.
     pub(crate) fn run(mut self, mut inbox: mpsc::Receiver<Cmd>) {
-        while let Some(cmd) = inbox.blocking_recv() {
-            match cmd {
-                Cmd::Open {
-                    id,
-                    peer,
-                    mode,
-                    out,
-                    done,
-                } => self.open(id, peer, mode, out, done),
-                Cmd::Input { id, bytes } => self.input(id, &bytes),
-                Cmd::Gone { id, reason } => self.gone(id, reason),
-                Cmd::Run(job) => job(&mut self),
-                Cmd::Shutdown => break,
+        'outer: while let Some(cmd) = inbox.blocking_recv() {
+            // Everything queued now is handled before one flush (group commit).
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take() {
+                if !self.handle(cmd) {
+                    break 'outer;
+                }
+                if self.held.len() >= MAX_HELD {
+                    self.flush();
+                }
+                next = inbox.try_recv().ok();
             }
+            self.flush();
         }
+        self.flush();
         for id in self.conns.keys().copied().collect::<Vec<_>>() {
             if let Some(live) = self.conns.get_mut(&id) {
                 live.session
@@ -232,12 +245,72 @@ impl Engine {
         tracing::debug!("engine stopped");
     }
 
+    /// Handles one command; false to stop.
+    fn handle(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Open {
+                id,
+                peer,
+                mode,
+                out,
+                done,
+            } => self.open(id, peer, mode, out, done),
+            Cmd::Input { id, bytes } => self.input(id, &bytes),
+            Cmd::Gone { id, reason } => self.gone(id, reason),
+            Cmd::Run(job) => job(self),
+            Cmd::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Sends a frame, or holds it until the next flush when something is
+    /// stored but not durable yet.
+    fn send(&mut self, out: &mpsc::UnboundedSender<Out>, msg: Out) {
+        if self.unflushed {
+            self.held.push((out.clone(), msg));
+        } else {
+            let _ = out.send(msg);
+        }
+    }
+
+    /// Makes what was stored durable, then releases the frames that waited
+    /// for it. If the disk fails, nothing held is sent: no peer is told its
+    /// changes are safe, and every session ends.
+    pub fn flush(&mut self) {
+        if !self.unflushed {
+            return;
+        }
+        self.unflushed = false;
+        let held = std::mem::take(&mut self.held);
+        match self.store.flush() {
+            Ok(()) => {
+                for (out, msg) in held {
+                    let _ = out.send(msg);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing the store failed; closing every session");
+                for (out, _) in held {
+                    let _ = out.send(Out::Close);
+                }
+                for id in self.conns.keys().copied().collect::<Vec<_>>() {
+                    if let Some(live) = self.conns.remove(&id) {
+                        let _ = live.out.send(Out::Close);
+                        let (peer, error) = live.report(Some(format!("storage failed: {e}")));
+                        self.emit(id, peer, NodeEventKind::Ended { error });
+                    }
+                }
+            }
+        }
+    }
+
     fn session_config(&self) -> SessionConfig {
         SessionConfig {
             role: self.cfg.role,
             certificate: self.cfg.certificate.clone(),
             authority: self.authority.clone(),
             max_in_flight: self.cfg.max_in_flight,
+            deferred_commits: self.cfg.group_commit,
         }
     }
 
@@ -298,7 +371,7 @@ impl Engine {
         } else {
             Some(reason.unwrap_or_else(|| "the connection ended before the session did".into()))
         });
-        let (peer, error) = live.finish(error);
+        let (peer, error) = self.finish_live(live, error);
         self.emit(id, peer, NodeEventKind::Ended { error });
     }
 
@@ -309,22 +382,32 @@ impl Engine {
         let mut grew = false;
         let mut revocations = false;
         let mut ended = None;
+        let mut frames = Vec::new();
+        let mut events = Vec::new();
         let Some(live) = self.conns.get_mut(&id) else {
             return;
         };
         let peer = live.peer;
-        let mut events = Vec::new();
+        let out = live.out.clone();
         loop {
-            while let Some(frame) = live.session.poll_transmit() {
-                let _ = live.out.send(Out::Frame(frame));
-            }
+            // Events first: a batch stored without waiting for the disk
+            // holds back this session's frames (its acknowledgement among
+            // them) until the flush.
             while let Some(ev) = live.session.poll_event() {
                 match &ev {
-                    Event::Stored { report, .. } if report.stored > 0 => grew = true,
+                    Event::Stored { report, .. } => {
+                        grew |= report.stored > 0;
+                        if self.cfg.group_commit {
+                            self.unflushed = true;
+                        }
+                    }
                     Event::RevocationsUpdated { .. } => revocations = true,
                     _ => {}
                 }
                 events.push(NodeEventKind::Session(ev));
+            }
+            while let Some(frame) = live.session.poll_transmit() {
+                frames.push(frame);
             }
             if !live.synced && live.session.is_synced() {
                 live.synced = true;
@@ -339,13 +422,16 @@ impl Engine {
         if live.session.is_closed() {
             ended = Some(live.error.clone());
         }
+        for frame in frames {
+            self.send(&out, Out::Frame(frame));
+        }
         for kind in events {
             self.emit(id, peer, kind);
         }
         if let Some(error) = ended
             && let Some(live) = self.conns.remove(&id)
         {
-            let (peer, error) = live.finish(error);
+            let (peer, error) = self.finish_live(live, error);
             self.emit(id, peer, NodeEventKind::Ended { error });
         }
         if revocations {
@@ -354,6 +440,14 @@ impl Engine {
         if grew {
             self.log_grew_except(Some(id));
         }
+    }
+
+    /// Ends a connection's session: its writer closes after what is held
+    /// for it, and its task learns how it ended.
+    fn finish_live(&mut self, live: Live, error: Option<String>) -> (DeviceId, Option<String>) {
+        let out = live.out.clone();
+        self.send(&out, Out::Close);
+        live.report(error)
     }
 
     fn emit(&self, conn: ConnId, peer: DeviceId, kind: NodeEventKind) {

@@ -132,6 +132,11 @@ impl Authority {
 
     /// Whether `cert` may read the case of `genesis`.
     pub fn may_read(cert: &DeviceCertificate, genesis: &Genesis) -> bool {
-        Compartment::new(&genesis.compartment).is_ok_and(|c| cert.can_read(&c))
+        Self::may_read_compartment(cert, &genesis.compartment)
+    }
+
+    /// Whether `cert` may read the cases of `compartment`.
+    pub fn may_read_compartment(cert: &DeviceCertificate, compartment: &str) -> bool {
+        Compartment::new(compartment).is_ok_and(|c| cert.can_read(&c))
     }
 }

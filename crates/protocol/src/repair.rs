@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fieldsync_case::{ChangeHash, Genesis, decode_change};
-use fieldsync_identity::{CaseId, decode_signed};
+use fieldsync_case::{ChangeHash, decode_change};
+use fieldsync_identity::{CaseId, DeviceCertificate};
 use fieldsync_store::{CaseHeads, Store};
 
+use crate::authority::Authority;
 use crate::error::SessionError;
 use crate::wire::{REPAIR_BUCKETS, RepairDigest, RepairHeads};
 
@@ -17,17 +18,15 @@ pub(crate) fn bucket(case: &CaseId) -> usize {
     usize::from(case.as_bytes()[0]) % REPAIR_BUCKETS
 }
 
-/// This node's cases that `readable` admits, with their heads.
+/// This node's cases that `reader` may read, with their heads.
 pub(crate) fn readable_heads(
     store: &Store,
-    readable: &dyn Fn(&Genesis) -> bool,
+    reader: &DeviceCertificate,
 ) -> Result<Vec<CaseHeads>, SessionError> {
     Ok(store
         .case_heads()?
         .into_iter()
-        .filter(|h| {
-            decode_signed::<Genesis>(&h.genesis).is_ok_and(|g| readable(g.payload().value()))
-        })
+        .filter(|h| Authority::may_read_compartment(reader, &h.compartment))
         .collect())
 }
 

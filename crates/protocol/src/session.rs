@@ -54,6 +54,13 @@ pub struct SessionConfig {
     pub authority: Authority,
     /// Batches in flight at most.
     pub max_in_flight: usize,
+    /// Group commit: store the peer's batches with
+    /// [`Store::ingest_deferred`] instead of a durable commit each. The
+    /// driver must then make them durable ([`Store::flush`]) before it sends
+    /// the frames this session queued after storing (acknowledgements and
+    /// receipts say "durably stored"); each such batch shows as an
+    /// [`Event::Stored`].
+    pub deferred_commits: bool,
 }
 
 /// Something the driver may want to know or show.
@@ -203,9 +210,15 @@ fn ingest_or_quarantine(
     store: &Store,
     mut ingest: Ingest,
     now: Timestamp,
+    deferred: bool,
 ) -> Result<IngestReport, SessionError> {
     for _ in 0..=ingest.cases.len() {
-        match store.ingest(ingest.clone(), now) {
+        let result = if deferred {
+            store.ingest_deferred(ingest.clone(), now)
+        } else {
+            store.ingest(ingest.clone(), now)
+        };
+        match result {
             Err(BundleError::Apply { case, error }) => {
                 let Some(at) = ingest
                     .cases
@@ -250,12 +263,9 @@ impl Session {
             epoch: c.epoch,
             seq: c.seq,
         });
+        // Certificates of other devices are loaded from the store when a
+        // change of theirs arrives or leaves (`load_certs`), not all at once.
         let mut certs = BTreeMap::new();
-        for (device, rec) in store.peers()? {
-            if let Ok(cert) = DeviceCertificate::from_bytes(&rec.certificate, cfg.authority.hq()) {
-                certs.insert(device, cert);
-            }
-        }
         certs.insert(cfg.certificate.device(), cfg.certificate.clone());
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -541,7 +551,7 @@ impl Session {
         if repair {
             let peer_cert = self.certs.get(&self.expected_peer).cloned();
             let mine = match &peer_cert {
-                Some(c) => repair::readable_heads(store, &|g| Authority::may_read(c, g))?,
+                Some(c) => repair::readable_heads(store, c)?,
                 None => Vec::new(),
             };
             let d = repair::digest(&mine, head);
@@ -557,7 +567,7 @@ impl Session {
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("repair before hello".into()));
         };
-        let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
+        let mine = repair::readable_heads(store, &peer.cert)?;
         self.send(&Message::RepairHeads(repair::answer(&mine, &d)));
         Ok(())
     }
@@ -585,7 +595,7 @@ impl Session {
         {
             return Err(SessionError::Protocol("repair bucket out of range".into()));
         }
-        let mine = repair::readable_heads(store, &|g| Authority::may_read(&peer.cert, g))?;
+        let mine = repair::readable_heads(store, &peer.cert)?;
         let plan = repair::plan(store, &mine, &theirs)?;
         let mut out = Batch::default();
         for (case, genesis, envs) in plan.send {
@@ -704,6 +714,27 @@ impl Session {
         self.pump(store, now)
     }
 
+    /// Loads from the store the certificates of `devices` this session
+    /// does not hold yet (each verified against the headquarters key).
+    fn load_certs(
+        &mut self,
+        store: &Store,
+        devices: impl IntoIterator<Item = DeviceId>,
+    ) -> Result<(), SessionError> {
+        for device in devices {
+            if self.certs.contains_key(&device) {
+                continue;
+            }
+            if let Some(rec) = store.peer(&device)?
+                && let Ok(cert) =
+                    DeviceCertificate::from_bytes(&rec.certificate, self.cfg.authority.hq())
+            {
+                self.certs.insert(device, cert);
+            }
+        }
+        Ok(())
+    }
+
     fn add_certificate(
         &mut self,
         store: &Store,
@@ -713,16 +744,7 @@ impl Session {
         if self.sent_certs.contains(&author) {
             return Ok(());
         }
-        if !self.certs.contains_key(&author) {
-            // A device that reached this node after the session opened.
-            for (device, rec) in store.peers()? {
-                if let Ok(cert) =
-                    DeviceCertificate::from_bytes(&rec.certificate, self.cfg.authority.hq())
-                {
-                    self.certs.entry(device).or_insert(cert);
-                }
-            }
-        }
+        self.load_certs(store, [author])?;
         if let Some(c) = self.certs.get(&author) {
             out.certificates.push(c.to_bytes());
             self.sent_certs.insert(author);
@@ -746,14 +768,16 @@ impl Session {
             Some(c) if c.epoch == peer.epoch && peer.cert.role() != Role::Relay => c.seq,
             _ => 0,
         };
+        // Only the entries of cases the peer may read are read at all.
+        let readable: Vec<&str> = peer.cert.body().read.iter().map(|c| c.as_str()).collect();
         while self.in_flight.len() < self.cfg.max_in_flight.max(1) {
-            let mut batch = store.read_log_for_peer(
+            let mut batch = store.read_log_for_reader(
                 self.send_next,
                 self.peer_holds,
                 Some((&peer_device, peer.epoch)),
+                &readable,
                 MAX_BATCH_CHANGES,
                 MAX_BATCH_BYTES / 2,
-                |g: &Genesis| Authority::may_read(&peer.cert, g),
             )?;
             if echo_through > 0 {
                 batch.entries.retain(|e| {
@@ -893,6 +917,19 @@ impl Session {
             let body = release.payload().value().clone();
             carried_releases.insert((body.case, ChangeHash(body.change)), (body, bytes.clone()));
         }
+        let needed: Vec<DeviceId> = verified
+            .iter()
+            .map(VerifiedChange::device)
+            .chain(geneses.values().map(|g| g.payload().value().creator))
+            .chain(
+                carried_releases
+                    .values()
+                    .map(|(r, _)| DeviceId::from_public_key(r.released_by)),
+            )
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.load_certs(store, needed)?;
         let (cases, quarantine, releases) =
             self.authorize(&geneses, verified, &carried_releases, now);
         // The certificates the batch carried are recorded with it: a stored
@@ -926,7 +963,7 @@ impl Session {
             peers,
             releases,
         };
-        let report = ingest_or_quarantine(store, ingest, now)?;
+        let report = ingest_or_quarantine(store, ingest, now, self.cfg.deferred_commits)?;
         if let Some(p) = self.peer.as_mut() {
             p.last_through = b.through;
         }

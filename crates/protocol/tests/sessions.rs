@@ -37,6 +37,7 @@ impl Node {
             certificate: self.cert.clone(),
             authority: self.authority.clone(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            deferred_commits: false,
         }
     }
 }

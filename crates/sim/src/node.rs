@@ -109,6 +109,7 @@ impl Node {
             certificate: self.cert.clone(),
             authority: Authority::new(hq, list),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            deferred_commits: false,
         })
     }
 

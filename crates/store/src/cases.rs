@@ -14,7 +14,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, Snapshot, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASES, CHANGES, LOG, META, SNAPSHOTS};
+use crate::tables::{CASES, CHANGES, LOG, META, READS, SNAPSHOTS};
 
 /// A new snapshot is written once this many changes have accumulated after the last one.
 pub const SNAPSHOT_EVERY: u64 = 128;
@@ -63,6 +63,9 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) log: Table<'t, u64, &'static [u8]>,
     pub(crate) changes: Table<'t, (&'static [u8], &'static [u8]), u64>,
     pub(crate) snapshots: Table<'t, &'static [u8], &'static [u8]>,
+    pub(crate) reads: Table<'t, (&'static [u8], u64), ()>,
+    /// Compartment keys of the cases written in this transaction.
+    compartments: std::collections::HashMap<[u8; 16], [u8; 16]>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -73,6 +76,8 @@ impl<'t> WriteTables<'t> {
             log: txn.open_table(LOG).map_err(e)?,
             changes: txn.open_table(CHANGES).map_err(e)?,
             snapshots: txn.open_table(SNAPSHOTS).map_err(e)?,
+            reads: txn.open_table(READS).map_err(e)?,
+            compartments: std::collections::HashMap::new(),
         })
     }
 }
@@ -196,6 +201,19 @@ impl Store {
         let hash = change.payload().hash();
         t.changes
             .insert((key.as_slice(), hash.0.as_slice()), seq)
+            .map_err(dbe("append"))?;
+        let compartment = match t.compartments.get(key) {
+            Some(c) => *c,
+            None => {
+                let c = self
+                    .seal
+                    .compartment_key(&crate::migrations::compartment_of(&row.genesis)?);
+                t.compartments.insert(*key, c);
+                c
+            }
+        };
+        t.reads
+            .insert((compartment.as_slice(), seq), ())
             .map_err(dbe("append"))?;
         if row.change_count == 0 {
             row.first_seq = seq;

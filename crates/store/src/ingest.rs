@@ -138,6 +138,29 @@ impl Store {
     /// Fails with [`BundleError::PendingFull`] when the changes it would hold
     /// in pending exceed [`MAX_PENDING_CHANGES`] or [`MAX_PENDING_BYTES`].
     pub fn ingest(&self, batch: Ingest, now: Timestamp) -> Result<IngestReport, BundleError> {
+        self.ingest_with(batch, now, true)
+    }
+
+    /// Like [`Store::ingest`], committed without waiting for the disk: the
+    /// batch is visible at once and durable at the next [`Store::flush`] (or
+    /// any durable commit); a crash before that rolls it back whole, cursor
+    /// included. For group commit: a driver ingests several peers' batches
+    /// this way and flushes once, and acknowledges none of them before the
+    /// flush returns.
+    pub fn ingest_deferred(
+        &self,
+        batch: Ingest,
+        now: Timestamp,
+    ) -> Result<IngestReport, BundleError> {
+        self.ingest_with(batch, now, false)
+    }
+
+    fn ingest_with(
+        &self,
+        batch: Ingest,
+        now: Timestamp,
+        durable: bool,
+    ) -> Result<IngestReport, BundleError> {
         let Ingest {
             cases,
             quarantine,
@@ -148,7 +171,12 @@ impl Store {
         let mut tally = Tally::default();
         let mut quarantined = 0;
         let mut unquarantined = 0;
-        let docs = self.write("ingest", |txn| -> Result<_, BundleError> {
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        let docs = self.write_with("ingest", durability, |txn| -> Result<_, BundleError> {
             let before = self.log_head_in(txn)?;
             for (device, rec) in &peers {
                 self.record_peer_in(txn, device, rec)?;

@@ -1,22 +1,33 @@
 //! Numbered schema steps. A store records the schema it was written with in
 //! `meta-1/schema`; opening runs every step above it, in one transaction.
 
-use redb::WriteTransaction;
+use fieldsync_case::Genesis;
+use fieldsync_identity::decode_signed;
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use crate::error::StoreError;
+use crate::rows::{CaseRow, decode};
+use crate::seal::Seal;
 use crate::tables::{
-    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, ORIGINS, PENDING, QUARANTINE,
+    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, ORIGINS, PENDING, QUARANTINE, READS,
     RECEIPTS, RELEASES, SNAPSHOTS,
 };
 
 /// One schema step.
-type Step = fn(&WriteTransaction) -> Result<(), redb::Error>;
+type Step = fn(&WriteTransaction, &dyn Seal) -> Result<(), StoreError>;
 
 /// The schema this build writes.
-pub(crate) const CURRENT: u32 = 2;
+pub(crate) const CURRENT: u32 = 3;
 
 /// Step 1: create every table.
-fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
+fn step_1(txn: &WriteTransaction, _: &dyn Seal) -> Result<(), StoreError> {
+    step_1_tables(txn).map_err(|source| StoreError::Db {
+        op: "migrate",
+        source,
+    })
+}
+
+fn step_1_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
     txn.open_table(CASES)?;
     txn.open_table(LOG)?;
@@ -34,27 +45,71 @@ fn step_1(txn: &WriteTransaction) -> Result<(), redb::Error> {
 }
 
 /// Step 2: the table of quarantine releases.
-fn step_2(txn: &WriteTransaction) -> Result<(), redb::Error> {
-    txn.open_table(RELEASES)?;
+fn step_2(txn: &WriteTransaction, _: &dyn Seal) -> Result<(), StoreError> {
+    txn.open_table(RELEASES)
+        .map_err(|e| StoreError::db("migrate")(e.into()))?;
     Ok(())
 }
 
+/// Step 3: the per-compartment index of the log, filled from the log.
+fn step_3(txn: &WriteTransaction, seal: &dyn Seal) -> Result<(), StoreError> {
+    let e = |e: redb::Error| StoreError::db("migrate")(e);
+    let mut reads = txn.open_table(READS).map_err(|x| e(x.into()))?;
+    let log = txn.open_table(LOG).map_err(|x| e(x.into()))?;
+    let cases = txn.open_table(CASES).map_err(|x| e(x.into()))?;
+    let mut compartments = std::collections::HashMap::new();
+    for entry in log.iter().map_err(|x| e(x.into()))? {
+        let (k, v) = entry.map_err(|x| e(x.into()))?;
+        let seq = k.value();
+        let env = seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
+        let case = env
+            .get(1..17)
+            .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
+        let key: [u8; 16] = case
+            .try_into()
+            .map_err(|_| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
+        let key = seal.case_key(&fieldsync_identity::CaseId::from_bytes(key));
+        let ckey = match compartments.get(&key) {
+            Some(c) => *c,
+            None => {
+                let row = cases
+                    .get(key.as_slice())
+                    .map_err(|x| e(x.into()))?
+                    .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: no case row")))?;
+                let plain = seal.open(CASES.name(), &key, row.value())?;
+                let row: CaseRow = decode(&plain, "case row")?;
+                let c = seal.compartment_key(&compartment_of(&row.genesis)?);
+                compartments.insert(key, c);
+                c
+            }
+        };
+        reads
+            .insert((ckey.as_slice(), seq), ())
+            .map_err(|x| e(x.into()))?;
+    }
+    Ok(())
+}
+
+/// The compartment a signed genesis names.
+pub(crate) fn compartment_of(genesis: &[u8]) -> Result<String, StoreError> {
+    decode_signed::<Genesis>(genesis)
+        .map(|g| g.payload().value().compartment.clone())
+        .map_err(|e| StoreError::corrupt(format!("stored genesis: {e}")))
+}
+
 /// Brings a store from schema `from` to [`CURRENT`] inside `txn`.
-pub(crate) fn run(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+pub(crate) fn run(txn: &WriteTransaction, from: u32, seal: &dyn Seal) -> Result<(), StoreError> {
     if from > CURRENT {
         return Err(StoreError::UnsupportedSchema {
             found: from,
             supported: CURRENT,
         });
     }
-    let steps: [Step; 2] = [step_1, step_2];
+    let steps: [Step; 3] = [step_1, step_2, step_3];
     for (i, step) in steps.iter().enumerate() {
         let number = i as u32 + 1;
         if number > from {
-            step(txn).map_err(|source| StoreError::Db {
-                op: "migrate",
-                source,
-            })?;
+            step(txn, seal)?;
         }
     }
     Ok(())

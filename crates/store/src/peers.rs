@@ -64,8 +64,10 @@ impl Store {
     /// Never moves backwards, and never past the end of the log (a peer
     /// cannot acknowledge what was not written yet). The outbox
     /// ([`Store::outbox_len`]) is the log after the highest acknowledgement.
+    /// Committed without waiting for the disk: losing it in a crash only
+    /// means sending the peer those changes again (it ignores duplicates).
     pub fn set_peer_ack(&self, peer: &DeviceId, seq: u64) -> Result<(), StoreError> {
-        self.write("acknowledge", |txn| self.ack_in(txn, peer, seq))
+        self.write_lazy("acknowledge", |txn| self.ack_in(txn, peer, seq))
     }
 
     /// The position of this node's log up to which `peer` has acknowledged
@@ -210,9 +212,12 @@ impl Store {
         read_meta(&meta, self.seal.as_ref(), "revocations")
     }
 
-    /// Records (or replaces) what this node knows of `device`.
+    /// Records (or replaces) what this node knows of `device`. Committed
+    /// without waiting for the disk (the next durable commit, such as the
+    /// batch the peer sends next, persists it): a crash can only roll back
+    /// when the peer was last heard from.
     pub fn record_peer(&self, device: &DeviceId, rec: &PeerRecord) -> Result<(), StoreError> {
-        self.write("record peer", |txn| self.record_peer_in(txn, device, rec))
+        self.write_lazy("record peer", |txn| self.record_peer_in(txn, device, rec))
     }
 
     /// Records a peer inside `txn`.
@@ -230,6 +235,22 @@ impl Store {
             .insert(device.as_bytes().as_slice(), sealed.as_slice())
             .map_err(dbe("record peer"))?;
         Ok(())
+    }
+
+    /// What this node knows of `device`, if anything.
+    pub fn peer(&self, device: &DeviceId) -> Result<Option<PeerRecord>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(DEVICES).map_err(tbe("read peers"))?;
+        let Some(v) = table
+            .get(device.as_bytes().as_slice())
+            .map_err(dbe("read peers"))?
+        else {
+            return Ok(None);
+        };
+        let plain = self
+            .seal
+            .open(DEVICES.name(), device.as_bytes(), v.value())?;
+        Ok(Some(decode(&plain, "peer record")?))
     }
 
     /// Every peer this node knows, by device id.

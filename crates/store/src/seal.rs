@@ -18,6 +18,8 @@ pub trait Seal: Send + Sync {
     fn open(&self, table: &str, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError>;
     /// The key a case is stored under.
     fn case_key(&self, case: &CaseId) -> [u8; 16];
+    /// The key a compartment's entries are indexed under (`reads-1`).
+    fn compartment_key(&self, compartment: &str) -> [u8; 16];
 }
 
 /// Format tag of a value stored in the clear.
@@ -50,6 +52,13 @@ impl Seal for PlainSeal {
 
     fn case_key(&self, case: &CaseId) -> [u8; 16] {
         *case.as_bytes()
+    }
+
+    fn compartment_key(&self, compartment: &str) -> [u8; 16] {
+        let full = blake3::derive_key("fieldsync compartment index key v1", compartment.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&full[..16]);
+        key
     }
 }
 

@@ -46,6 +46,12 @@ impl LocalDevice {
     pub fn created_at(&self) -> Timestamp {
         self.created_at
     }
+    /// The device's secret key: the key of its TLS identity. Everything
+    /// it signs as a record goes through [`Store::sign`].
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.key
+    }
+
     pub(crate) fn key(&self) -> &SecretKey {
         &self.key
     }
@@ -115,12 +121,19 @@ pub struct NewDevice<'a> {
 /// Most documents the store keeps loaded between operations.
 const DOC_CACHE: usize = 32;
 
+/// A case's id and compartment.
+pub(crate) type CaseMeta = (CaseId, std::sync::Arc<str>);
+
 /// A FieldSync store: one redb file holding a node's cases, its signed
 /// change log, outbox, quarantine and audit trail.
 ///
-/// Every write is one durable transaction: when a method that writes
-/// returns `Ok`, its effect survives a crash or power loss. After a failed
-/// commit the handle is poisoned and refuses further writes.
+/// Every write is one transaction. A write that holds data (an edit, an
+/// ingest, a receipt, a quarantine entry) is durable when it returns `Ok`:
+/// it survives a crash or power loss. Two kinds do not wait for the disk:
+/// bookkeeping whose loss only repeats work (when a peer was last heard
+/// from, how far it acknowledged our log), and [`Store::ingest_deferred`]
+/// for group commit, which the next [`Store::flush`] makes durable. After a
+/// failed commit the handle is poisoned and refuses further writes.
 pub struct Store {
     pub(crate) db: Database,
     pub(crate) seal: Box<dyn Seal>,
@@ -129,6 +142,10 @@ pub struct Store {
     poisoned: AtomicBool,
     /// Loaded documents, keyed by case, with the change count they reflect.
     docs: Mutex<HashMap<CaseId, (CaseDoc, u64)>>,
+    /// What never changes about a case, by case key: its id and
+    /// compartment (decoding a genesis checks two public keys, which is
+    /// dear when a repair lists every case).
+    pub(crate) case_meta: Mutex<HashMap<[u8; 16], CaseMeta>>,
     path: Option<PathBuf>,
 }
 
@@ -224,7 +241,7 @@ impl Store {
             .map_err(|e| StoreError::db("create")(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::db("create")(e.into()))?;
-        migrations::run(&txn, 0)?;
+        migrations::run(&txn, 0, &seal)?;
         {
             let mut meta = txn
                 .open_table(META)
@@ -284,7 +301,7 @@ impl Store {
                 .map_err(|e| StoreError::db("migrate")(e.into()))?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| StoreError::db("migrate")(e.into()))?;
-            migrations::run(&txn, schema)?;
+            migrations::run(&txn, schema, seal.as_ref())?;
             {
                 let mut meta = txn
                     .open_table(META)
@@ -327,6 +344,7 @@ impl Store {
             kind,
             poisoned: AtomicBool::new(false),
             docs: Mutex::new(HashMap::new()),
+            case_meta: Mutex::new(HashMap::new()),
             path,
         })
     }
@@ -384,6 +402,34 @@ impl Store {
         op: &'static str,
         f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
     ) -> Result<R, E> {
+        self.write_with(op, Durability::Immediate, f)
+    }
+
+    /// Like [`Store::write`], without waiting for the disk: for bookkeeping
+    /// whose loss in a crash costs only repeated work, never data (when a
+    /// peer was last heard from, how far it acknowledged our log). The next
+    /// durable commit persists it too; a crash before that rolls it back.
+    pub(crate) fn write_lazy<R, E: From<StoreError> + StorageFailure>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.write_with(op, Durability::None, f)
+    }
+
+    /// Makes every commit so far durable (those of [`Store::ingest_deferred`]
+    /// and the other bookkeeping that does not wait for the disk): one
+    /// durable commit, one fsync.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.write("flush", |_| Ok::<_, StoreError>(()))
+    }
+
+    pub(crate) fn write_with<R, E: From<StoreError> + StorageFailure>(
+        &self,
+        op: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
+    ) -> Result<R, E> {
         if self.is_poisoned() {
             return Err(StoreError::Poisoned.into());
         }
@@ -391,7 +437,7 @@ impl Store {
             .db
             .begin_write()
             .map_err(|e| StoreError::db(op)(e.into()))?;
-        txn.set_durability(Durability::Immediate)
+        txn.set_durability(durability)
             .map_err(|e| StoreError::db(op)(e.into()))?;
         let result = match f(&txn) {
             Ok(r) => r,

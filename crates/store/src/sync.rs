@@ -13,7 +13,7 @@ use crate::cases::{case_seqs, genesis_of};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASES, CHANGES, CURSORS, LOG, ORIGINS, PENDING};
+use crate::tables::{CASES, CHANGES, CURSORS, LOG, ORIGINS, PENDING, READS};
 
 /// Most log entries [`Store::read_log`] examines in one call, readable or
 /// not, so that a peer allowed to read little of a large log cannot make one
@@ -72,6 +72,8 @@ pub struct LogBatch {
 pub struct CaseHeads {
     /// The case.
     pub case: CaseId,
+    /// Its compartment, as its genesis names it.
+    pub compartment: String,
     /// Its signed genesis bytes.
     pub genesis: Vec<u8>,
     /// Its heads, sorted.
@@ -214,6 +216,133 @@ impl Store {
                 case,
                 envelope,
             });
+        }
+        batch.at_end = batch.next >= last;
+        Ok(batch)
+    }
+
+    /// Like [`Store::read_log_for_peer`], for a peer that may read the cases
+    /// of `compartments`: only their entries are read (through the
+    /// `reads-1` index), so the cost follows what the peer may read, not
+    /// the size of the log. `next` covers everything else in between.
+    pub fn read_log_for_reader(
+        &self,
+        after: u64,
+        peer_holds: u64,
+        from_peer: Option<(&DeviceId, [u8; 16])>,
+        compartments: &[&str],
+        max_changes: usize,
+        max_bytes: usize,
+    ) -> Result<LogBatch, StoreError> {
+        let max_changes = max_changes.max(1);
+        let skip = match from_peer {
+            Some((peer, epoch)) => self.origin_ranges(after, peer, epoch)?,
+            None => Vec::new(),
+        };
+        let mut skip = skip.into_iter().peekable();
+        let txn = self.read()?;
+        let log = txn.open_table(LOG).map_err(tbe("read log"))?;
+        let cases = txn.open_table(CASES).map_err(tbe("read log"))?;
+        let reads = txn.open_table(READS).map_err(tbe("read log"))?;
+        let last = log
+            .last()
+            .map_err(dbe("read log"))?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0);
+        let mut batch = LogBatch {
+            next: after,
+            ..LogBatch::default()
+        };
+        let Some(first) = after.checked_add(1) else {
+            batch.at_end = true;
+            return Ok(batch);
+        };
+        // The first `max_changes` entries of each compartment after `after`;
+        // where one had more, nothing past its last collected entry is
+        // complete, so the batch stops there (`bound`).
+        let mut seqs = Vec::new();
+        let mut bound = last;
+        let mut keys: Vec<[u8; 16]> = compartments
+            .iter()
+            .map(|c| self.seal.compartment_key(c))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in &keys {
+            let mut last_taken = after;
+            for (taken, entry) in reads
+                .range((key.as_slice(), first)..=(key.as_slice(), u64::MAX))
+                .map_err(dbe("read log"))?
+                .enumerate()
+            {
+                let (k, _) = entry.map_err(dbe("read log"))?;
+                let seq = k.value().1;
+                if taken == max_changes {
+                    bound = bound.min(last_taken);
+                    break;
+                }
+                seqs.push(seq);
+                last_taken = seq;
+            }
+        }
+        seqs.retain(|&s| s <= bound);
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut seen: HashMap<CaseId, Option<(Vec<u8>, bool)>> = HashMap::new();
+        let mut bytes = 0usize;
+        let mut cut = false;
+        for seq in seqs {
+            if batch.entries.len() >= max_changes {
+                cut = true;
+                break;
+            }
+            while skip.peek().is_some_and(|&(_, last)| last < seq) {
+                skip.next();
+            }
+            if skip.peek().is_some_and(|&(first, _)| first <= seq) {
+                batch.next = seq;
+                continue;
+            }
+            let Some(v) = log.get(seq).map_err(dbe("read log"))? else {
+                return Err(StoreError::corrupt(format!(
+                    "the compartment index names log entry {seq}, which does not exist"
+                )));
+            };
+            let envelope = self.seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
+            let case = envelope_case(&envelope)
+                .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
+            let state = match seen.entry(case) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(
+                    self.readable_genesis(&cases, &case, &|_: &Genesis| true)?
+                        .map(|(g, first)| (g, first <= peer_holds)),
+                ),
+            };
+            let Some((genesis, carried)) = state else {
+                return Err(StoreError::corrupt(format!(
+                    "log entry {seq} belongs to case {}, which has no row",
+                    case.short()
+                )));
+            };
+            let cost = envelope.len() + if *carried { 0 } else { genesis.len() };
+            if !batch.entries.is_empty() && bytes.saturating_add(cost) > max_bytes {
+                cut = true;
+                break;
+            }
+            if !*carried {
+                *carried = true;
+                batch.geneses.push((case, genesis.clone()));
+            }
+            bytes = bytes.saturating_add(cost);
+            batch.next = seq;
+            batch.entries.push(LogEntry {
+                seq,
+                case,
+                envelope,
+            });
+        }
+        if !cut {
+            batch.next = batch.next.max(bound);
         }
         batch.at_end = batch.next >= last;
         Ok(batch)
@@ -381,15 +510,40 @@ impl Store {
             let (k, v) = entry.map_err(dbe("case heads"))?;
             let plain = self.seal.open(CASES.name(), k.value(), v.value())?;
             let row: CaseRow = decode(&plain, "case row")?;
-            let case = genesis_of(&row)?.value().case;
+            let key: [u8; 16] = k
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::corrupt("a case key is not 16 bytes"))?;
+            let (case, compartment) = self.case_meta(&key, &row)?;
             out.push(CaseHeads {
                 case,
+                compartment: compartment.to_string(),
                 heads: row.heads.iter().copied().map(ChangeHash).collect(),
                 genesis: row.genesis,
             });
         }
         out.sort_by_key(|h| h.case);
         Ok(out)
+    }
+
+    /// A case's id and compartment, from the cache or its genesis.
+    pub(crate) fn case_meta(
+        &self,
+        key: &[u8; 16],
+        row: &CaseRow,
+    ) -> Result<crate::store::CaseMeta, StoreError> {
+        if let Some(hit) = self.case_meta.lock().ok().and_then(|m| m.get(key).cloned()) {
+            return Ok(hit);
+        }
+        let g = genesis_of(row)?;
+        let meta = (
+            g.value().case,
+            std::sync::Arc::from(g.value().compartment.as_str()),
+        );
+        if let Ok(mut m) = self.case_meta.lock() {
+            m.insert(*key, meta.clone());
+        }
+        Ok(meta)
     }
 
     /// Every stored change envelope of a case, in log order (which is

@@ -87,3 +87,9 @@ pub(crate) const DEVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// sent with the change, so that every node can check it. Added in schema 2.
 pub(crate) const RELEASES: TableDefinition<(&[u8], &[u8]), &[u8]> =
     TableDefinition::new("releases-1");
+
+/// `reads-1`: (compartment key: 16 bytes from [`Seal::compartment_key`](crate::Seal::compartment_key),
+/// log sequence number) → `()`: which log entries belong to cases of each compartment, so that
+/// a session reads only the entries its peer may read, however much else the log holds.
+/// Written with each log append. Added in schema 3 (filled from the log on upgrade).
+pub(crate) const READS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("reads-1");

@@ -700,6 +700,7 @@ proptest! {
         }
         let want = vec![CaseHeads {
             case: case_id(0x42),
+            compartment: "general".into(),
             genesis: encode_signed(g.as_signed()),
             heads: truth,
         }];
@@ -993,4 +994,97 @@ fn kind_revocations_and_peers_persist() {
     ];
     want.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     assert_eq!(s.peers().unwrap(), want);
+}
+
+// ---- reading by compartment ----
+
+/// Every entry a reader of `compartments` gets, batch after batch, and the
+/// number of batches.
+fn read_all(
+    s: &Store,
+    compartments: &[&str],
+    indexed: bool,
+    max_changes: usize,
+    max_bytes: usize,
+) -> (Vec<u64>, Vec<CaseId>, usize) {
+    let mut after = 0;
+    let (mut seqs, mut geneses, mut batches) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let b = if indexed {
+            s.read_log_for_reader(after, 0, None, compartments, max_changes, max_bytes)
+                .unwrap()
+        } else {
+            s.read_log_for_peer(after, 0, None, max_changes, max_bytes, |g| {
+                compartments.contains(&g.compartment.as_str())
+            })
+            .unwrap()
+        };
+        batches += 1;
+        assert!(b.entries.len() <= max_changes);
+        seqs.extend(b.entries.iter().map(|e| e.seq));
+        geneses.extend(b.geneses.iter().map(|(c, _)| *c));
+        assert!(b.next >= after, "the cursor never goes back");
+        if b.at_end {
+            assert_eq!(b.next, s.log_head().unwrap());
+            break;
+        }
+        assert!(b.next > after || !b.entries.is_empty(), "no progress");
+        after = b.next;
+        assert!(batches < 10_000);
+    }
+    (seqs, geneses, batches)
+}
+
+#[test]
+fn a_reader_of_some_compartments_gets_exactly_their_entries_through_the_index() {
+    let s = store(21, StoreKind::Device);
+    let compartments = ["general", "narcotics", "visa"];
+    let mut ids = Vec::new();
+    for n in 0..9u8 {
+        let c = compartments[usize::from(n) % 3];
+        ids.push(s.create_case(&new_case(case_id(n + 1), c), now()).unwrap());
+    }
+    for i in 0..120usize {
+        // Uneven: "general" gets most of the edits.
+        let case = ids[if i % 5 == 0 {
+            i % ids.len()
+        } else {
+            (i % 3) * 3
+        }];
+        note(&s, &case, &format!("note {i}"));
+    }
+    let head = s.log_head().unwrap();
+    for readers in [
+        &["general"][..],
+        &["narcotics", "visa"],
+        &["visa", "general", "narcotics"],
+        &["unknown"],
+        &[],
+    ] {
+        for (max_changes, max_bytes) in [(1, 1 << 20), (7, 1 << 20), (512, 1 << 20), (512, 900)] {
+            let (a, ga, _) = read_all(&s, readers, true, max_changes, max_bytes);
+            let (b, gb, _) = read_all(&s, readers, false, max_changes, max_bytes);
+            assert_eq!(a, b, "{readers:?} {max_changes} {max_bytes}");
+            assert_eq!(
+                ga, gb,
+                "each genesis once, with the first entry of its case"
+            );
+            assert!(a.windows(2).all(|w| w[0] < w[1]), "log order");
+        }
+    }
+    let (all, _, batches) = read_all(&s, &compartments, true, 512, 1 << 20);
+    assert_eq!(all, (1..=head).collect::<Vec<_>>());
+    assert_eq!(batches, 1);
+    // A reader with nothing to read is told so at once, whatever the log holds.
+    let (none, _, batches) = read_all(&s, &["unknown"], true, 512, 1 << 20);
+    assert!(none.is_empty());
+    assert_eq!(batches, 1);
+    // The index keeps up with ingested changes too.
+    let relay = store(22, StoreKind::Relay);
+    let author = Author::new(23);
+    let (g, changes) = author.linear(case_id(0x50), 5);
+    relay.ingest(batch(vec![(g, changes)]), now()).unwrap();
+    let (seqs, _, _) = read_all(&relay, &["general"], true, 512, 1 << 20);
+    let (plain, _, _) = read_all(&relay, &["general"], false, 512, 1 << 20);
+    assert_eq!(seqs, plain);
 }

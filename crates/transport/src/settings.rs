@@ -29,7 +29,9 @@ pub struct TransportSettings {
     pub handshake_timeout: Duration,
     /// Concurrent bidirectional streams the peer may open. A session uses one.
     pub max_concurrent_bidi_streams: u32,
-    /// Handshakes a listener runs at once; further attempts are refused.
+    /// Handshakes a listener runs at once; further attempts are refused
+    /// (clients retry with backoff). Sized for a fleet reconnecting at once
+    /// after an outage; each pending handshake costs a few KiB.
     pub max_pending_handshakes: usize,
     /// Established connections a listener queues until [`crate::Listener::accept`] takes them.
     pub accept_queue: usize,
@@ -45,8 +47,8 @@ impl Default for TransportSettings {
             tcp_connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(20),
             max_concurrent_bidi_streams: 4,
-            max_pending_handshakes: 64,
-            accept_queue: 16,
+            max_pending_handshakes: 512,
+            accept_queue: 128,
         }
     }
 }
