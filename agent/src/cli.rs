@@ -68,6 +68,30 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install the certificate headquarters issued for this device, and the relays to sync with.
+    Enroll {
+        /// The certificate file from `fieldsync-server enroll`.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// A relay address, HOST:PORT; repeat for several, tried in order.
+        #[arg(long = "relay", value_name = "ADDR", required = true)]
+        relays: Vec<String>,
+    },
+    /// Connect to a relay, push and pull, print a summary and exit.
+    Sync {
+        /// Stay up: sync whenever a relay is reachable, with live updates.
+        #[arg(long)]
+        watch: bool,
+        /// Give up a one-shot sync after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Pending changes, relays and receipts: what is safe where.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

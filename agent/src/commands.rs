@@ -12,14 +12,14 @@ use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 use crate::cli::{
     CaseCommand, Cli, Command, EvidenceCommand, SubjectCommand, SummaryCommand, TaskCommand,
 };
-use crate::print;
+use crate::{net, print};
 
 /// Name of the store file inside the data directory.
 const STORE_FILE: &str = "fieldsync.redb";
 /// Compartment of new cases when neither the command nor the device names one.
 const DEFAULT_COMPARTMENT: &str = "general";
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -99,6 +99,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Audit { json } => print::audit(&open(&dir)?.audit_log()?, json),
+        Command::Enroll { cert, relays } => net::enroll(&open(&dir)?, &cert, &relays),
+        Command::Sync { watch: true, .. } => net::watch(open(&dir)?),
+        Command::Sync { timeout, .. } => {
+            net::sync(open(&dir)?, std::time::Duration::from_secs(timeout))
+        }
+        Command::Status { json } => net::status(&open(&dir)?, json),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod net;
 mod print;
 
 use std::process::ExitCode;

@@ -435,7 +435,7 @@ impl Engine {
             self.emit(id, peer, NodeEventKind::Ended { error });
         }
         if revocations {
-            self.reload_revocations();
+            self.revocations_changed();
         }
         if grew {
             self.log_grew_except(Some(id));
@@ -497,9 +497,10 @@ impl Engine {
         Ok(true)
     }
 
-    /// A session adopted (and stored) a newer list from its peer: take it
-    /// from the store and pass it to the others.
-    fn reload_revocations(&mut self) {
+    /// The stored revocation list may be newer than the one in force (a
+    /// session adopted one from its peer, or headquarters issued one): take
+    /// it from the store and pass it to every session.
+    pub fn revocations_changed(&mut self) {
         let list = self
             .store
             .revocations()

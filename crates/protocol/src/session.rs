@@ -418,10 +418,17 @@ impl Session {
     }
 
     fn fail(&mut self, e: SessionError) -> SessionError {
-        if !matches!(e, SessionError::PeerClosed { .. } | SessionError::Closed) {
-            tracing::warn!(peer = %self.expected_peer.short(), error = %e, "closing session");
-            self.close(e.close_code(), &e.to_string());
+        match &e {
+            SessionError::PeerClosed { .. } | SessionError::Closed => return e,
+            // Expected in the field: old builds, expired or revoked devices.
+            SessionError::Version { .. }
+            | SessionError::Certificate(_)
+            | SessionError::NotAllowed(_) => {
+                tracing::info!(peer = %self.expected_peer.short(), error = %e, "refusing session");
+            }
+            _ => tracing::warn!(peer = %self.expected_peer.short(), error = %e, "closing session"),
         }
+        self.close(e.close_code(), &e.to_string());
         e
     }
 

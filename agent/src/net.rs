@@ -1,0 +1,365 @@
+//! The agent's network commands: enroll, sync, status.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fieldsync_identity::{DeviceCertificate, Role};
+use fieldsync_node::{
+    Backoff, DialEvent, Dialer, Mode, Node, NodeConfig, NodeEvent, NodeEventKind,
+};
+use fieldsync_protocol::{Event, NodeRole};
+use fieldsync_store::Store;
+use fieldsync_transport::{Connector, Identity, PeerPolicy, TransportSettings};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::commands::now;
+
+/// Settings written by `enroll`.
+const CERT: &str = "enroll/certificate";
+const RELAYS: &str = "enroll/relays";
+
+/// What `enroll` stored: the certificate (which names headquarters' key)
+/// and the relays to try, in order.
+struct Enrollment {
+    cert: DeviceCertificate,
+    relays: Vec<String>,
+}
+
+fn enrollment(store: &Store) -> Result<Enrollment> {
+    let text = store.setting(CERT)?.ok_or_else(|| {
+        anyhow!("this device is not enrolled: run `fieldsync-agent enroll --cert FILE --relay ADDR` with the certificate headquarters issued")
+    })?;
+    let cert = DeviceCertificate::from_pem_like_trusting_issuer(&text)
+        .context("the stored certificate no longer parses; enroll again")?;
+    let relays = store
+        .setting(RELAYS)?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(Enrollment { cert, relays })
+}
+
+/// `enroll --cert FILE --relay ADDR...`
+pub(crate) fn enroll(store: &Store, cert_file: &Path, relays: &[String]) -> Result<()> {
+    if relays.is_empty() {
+        bail!("give at least one relay address: --relay HOST:PORT");
+    }
+    for r in relays {
+        if r.contains(',') || r.trim().is_empty() || !r.contains(':') {
+            bail!("relay address {r:?} is not HOST:PORT");
+        }
+    }
+    let text = std::fs::read_to_string(cert_file)
+        .with_context(|| format!("cannot read {}", cert_file.display()))?;
+    let cert = DeviceCertificate::from_pem_like_trusting_issuer(&text)
+        .with_context(|| format!("{} is not a FieldSync certificate", cert_file.display()))?;
+    let me = store.device().id();
+    if cert.device() != me {
+        bail!(
+            "this certificate is for device {}, but this device is {}; ask headquarters for a certificate for {}",
+            cert.device().short(),
+            me.short(),
+            me
+        );
+    }
+    if cert.role() == Role::Relay {
+        bail!(
+            "this is a relay certificate; a device needs a field, supervisor or liaison certificate"
+        );
+    }
+    cert.check_valid_at(now())?;
+    store.set_setting(CERT, &cert.to_pem_like())?;
+    store.set_setting(RELAYS, &relays.join(","))?;
+    let body = cert.body();
+    println!(
+        "enrolled {} ({}) as {}, office {}",
+        body.name,
+        me.short(),
+        body.role,
+        body.office
+    );
+    println!("headquarters key {}", hex::encode(cert.issuer().as_bytes()));
+    println!("reads {}; writes {}", list(&body.read), list(&body.write));
+    println!("valid until {}", body.not_after);
+    println!("relays {}", relays.join(", "));
+    Ok(())
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "nothing".into();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn resolve(relays: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for r in relays {
+        match tokio::net::lookup_host(r.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::warn!(relay = %r, error = %e, "cannot resolve"),
+        }
+    }
+    if out.is_empty() {
+        bail!("cannot resolve any relay address ({})", relays.join(", "));
+    }
+    Ok(out)
+}
+
+/// Counts what a session did, from the node's events.
+#[derive(Debug, Default, Serialize)]
+struct Tally {
+    received: usize,
+    quarantined: usize,
+    acknowledged_through: u64,
+    receipts: usize,
+}
+
+impl Tally {
+    fn add(&mut self, ev: &NodeEvent) {
+        if let NodeEventKind::Session(e) = &ev.kind {
+            match e {
+                Event::Stored { report, .. } => {
+                    self.received += report.stored;
+                    self.quarantined += report.quarantined;
+                }
+                Event::Acknowledged { through, receipt } => {
+                    self.acknowledged_through = self.acknowledged_through.max(*through);
+                    self.receipts += usize::from(*receipt);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn drain(&mut self, rx: &mut broadcast::Receiver<NodeEvent>) {
+        while let Ok(ev) = rx.try_recv() {
+            self.add(&ev);
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn start(store: Store, e: &Enrollment) -> Result<(Node, Connector)> {
+    let identity = Identity::new(store.device().secret_key())?;
+    let cfg = NodeConfig::new(NodeRole::Device, e.cert.clone(), *e.cert.issuer());
+    let node = Node::start(store, cfg).context("cannot start the sync engine")?;
+    let connector = Connector::new(
+        &identity,
+        TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )?;
+    Ok((node, connector))
+}
+
+/// `sync`: connect to the first relay that answers, exchange logs, exit.
+pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
+    let e = enrollment(&store)?;
+    let pending_before = store.outbox_len()?;
+    runtime()?.block_on(async move {
+        let (node, connector) = start(store, &e)?;
+        let addrs = resolve(&e.relays).await?;
+        let dialer = Dialer::new(node.clone(), connector, addrs, Backoff::default());
+        let (addr, conn) = dialer.connect_once(None).await.map_err(|err| {
+            anyhow!("cannot reach any relay ({}): {err}; nothing is lost, run sync again when a link is up", e.relays.join(", "))
+        })?;
+        let transport = conn.kind();
+        let mut rx = node.subscribe();
+        let outcome = tokio::time::timeout(timeout, node.run_connection(conn, Mode::UntilSynced)).await;
+        let mut tally = Tally::default();
+        tally.drain(&mut rx);
+        let pending_after = node
+            .with_engine(|en| en.store().outbox_len())
+            .await
+            .map_err(|_| anyhow!("the sync engine stopped"))??;
+        node.shutdown().await;
+        let outcome = outcome.map_err(|_| {
+            anyhow!("sync did not finish within {} s; everything stored so far is kept, run sync again", timeout.as_secs())
+        })?;
+        if let Some(err) = outcome.error {
+            bail!("sync with {addr} failed: {err}");
+        }
+        println!(
+            "synced with relay {} at {addr} over {transport}",
+            outcome.peer.short()
+        );
+        println!(
+            "  sent {} changes, received {}{}",
+            pending_before.saturating_sub(pending_after),
+            tally.received,
+            if tally.quarantined > 0 {
+                format!(", {} held in quarantine", tally.quarantined)
+            } else {
+                String::new()
+            }
+        );
+        if pending_after == 0 {
+            println!("  every change on this device is held by the relay (signed receipt kept)");
+        } else {
+            println!("  {pending_after} changes not yet acknowledged; run sync again");
+        }
+        Ok(())
+    })
+}
+
+/// `sync --watch`: stay connected, syncing whenever a relay is reachable,
+/// until interrupted.
+pub(crate) fn watch(store: Store) -> Result<()> {
+    let e = enrollment(&store)?;
+    runtime()?.block_on(async move {
+        let (node, connector) = start(store, &e)?;
+        let addrs = resolve(&e.relays).await?;
+        let dialer = Dialer::new(node.clone(), connector, addrs, Backoff::default());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut node_events = node.subscribe();
+        let dialing = tokio::spawn(dialer.run(stop_rx, ev_tx));
+        println!("watching: syncing with {} whenever reachable (Ctrl-C stops)", e.relays.join(", "));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                Some(ev) = ev_rx.recv() => match ev {
+                    DialEvent::Connected { addr, transport } => println!("connected to {addr} over {transport}"),
+                    DialEvent::Unreachable { error } => println!("no relay reachable: {error}"),
+                    DialEvent::SessionEnded(o) => match o.error {
+                        Some(err) => println!("session ended: {err}"),
+                        None => println!("session ended"),
+                    },
+                    DialEvent::Waiting { delay } => println!("next attempt in {:.1} s", delay.as_secs_f64()),
+                    _ => {}
+                },
+                Ok(ev) = node_events.recv() => match ev.kind {
+                    NodeEventKind::Synced => println!("synced with relay {}", ev.peer.short()),
+                    NodeEventKind::Session(Event::Stored { report, .. }) if report.stored > 0 => {
+                        println!("received {} changes", report.stored);
+                    }
+                    _ => {}
+                },
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = dialing.await;
+        node.shutdown().await;
+        println!("stopped");
+        Ok(())
+    })
+}
+
+#[derive(Serialize)]
+struct RelayStatus {
+    device: String,
+    name: String,
+    office: String,
+    last_contact: String,
+    receipt_through: Option<u64>,
+    receipt_at: Option<String>,
+    holds_everything: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    device: String,
+    enrolled: bool,
+    relays: Vec<String>,
+    log_head: u64,
+    pending: u64,
+    relays_seen: Vec<RelayStatus>,
+    /// The latest time a relay acknowledged every change this device had.
+    synced_up_to: Option<String>,
+}
+
+/// `status [--json]`.
+pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
+    let enrolled = enrollment(store).ok();
+    let head = store.log_head()?;
+    let pending = store.outbox_len()?;
+    let hq = enrolled.as_ref().map(|e| *e.cert.issuer());
+    let mut relays_seen = Vec::new();
+    for (device, rec) in store.peers()? {
+        let Some(hq) = hq else { break };
+        let Ok(cert) = DeviceCertificate::from_bytes(&rec.certificate, &hq) else {
+            continue;
+        };
+        if cert.role() != Role::Relay || rec.carried_by.is_some() {
+            continue;
+        }
+        let receipt = store.latest_receipt(&device)?;
+        relays_seen.push(RelayStatus {
+            device: device.to_string(),
+            name: cert.name().to_owned(),
+            office: cert.body().office.clone(),
+            last_contact: rec.last_contact.to_string(),
+            receipt_through: receipt.as_ref().map(|r| r.through),
+            receipt_at: receipt.as_ref().map(|r| r.at.to_string()),
+            holds_everything: receipt.as_ref().is_some_and(|r| r.through >= head),
+        });
+    }
+    let synced_up_to = store
+        .receipts()?
+        .iter()
+        .filter(|r| r.through >= head)
+        .map(|r| r.at)
+        .max()
+        .map(|t| t.to_string());
+    let status = Status {
+        device: store.device().id().to_string(),
+        enrolled: enrolled.is_some(),
+        relays: enrolled.map(|e| e.relays).unwrap_or_default(),
+        log_head: head,
+        pending,
+        relays_seen,
+        synced_up_to,
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("device    {}", status.device);
+    if !status.enrolled {
+        println!("enrolled  no (run fieldsync-agent enroll --cert FILE --relay ADDR)");
+    } else {
+        println!("relays    {}", status.relays.join(", "));
+    }
+    println!(
+        "pending   {} changes not yet acknowledged by a relay",
+        status.pending
+    );
+    for r in &status.relays_seen {
+        let held = match (&r.receipt_through, &r.receipt_at) {
+            (Some(_), Some(at)) if r.holds_everything => {
+                format!("holds every change (receipt {at})")
+            }
+            (Some(t), Some(at)) => format!("holds changes through #{t} (receipt {at})"),
+            _ => "no receipt yet".into(),
+        };
+        println!(
+            "relay     {} ({}, {}): last contact {}; {held}",
+            r.name,
+            &r.device[..8],
+            r.office,
+            r.last_contact
+        );
+    }
+    match &status.synced_up_to {
+        Some(t) => println!("synced    up to {t}"),
+        None if status.log_head == 0 => println!("synced    nothing to sync yet"),
+        None => println!("synced    not yet: no relay holds every change of this device"),
+    }
+    Ok(())
+}

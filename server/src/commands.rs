@@ -1,0 +1,242 @@
+//! Runs one command: `init` here; every other command is an
+//! [`AdminRequest`], executed in this process, or, while a server holds the
+//! store, by that server over its control socket.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use fieldsync_identity::{Compartment, DeviceId, Role};
+use fieldsync_server::admin::{
+    AdminContext, AdminRequest, AdminResponse, Enrollment, error_line, execute,
+};
+use fieldsync_server::hq::{self, Setup};
+use fieldsync_server::keys::DataDir;
+use fieldsync_server::serve::{ConfigFile, ServeOptions};
+use fieldsync_store::{Store, StoreError};
+
+use crate::cli::{AdminCommand, CaseCommand, Cli, Command, QuarantineCommand};
+
+fn data_dir(cli_data: Option<PathBuf>) -> Result<PathBuf> {
+    match cli_data {
+        Some(d) => Ok(d),
+        None => dirs::data_dir()
+            .map(|d| d.join("fieldsync-server"))
+            .ok_or_else(|| {
+                anyhow!("no data directory: pass --data DIR or set FIELDSYNC_SERVER_DATA")
+            }),
+    }
+}
+
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let dir = DataDir::new(data_dir(cli.data)?);
+    match cli.command {
+        Command::Init {
+            name,
+            compartments,
+            days,
+        } => init(&dir, name, &compartments, days),
+        Command::Serve {
+            listen,
+            max_connections,
+            config,
+        } => serve(&dir, listen.as_deref(), max_connections, config),
+        Command::Demo => crate::demo::run(),
+        Command::Admin(cmd) => {
+            let response = admin(&dir, &request(cmd)?)?;
+            print!("{}", response.output);
+            Ok(())
+        }
+    }
+}
+
+fn serve(
+    dir: &DataDir,
+    listen: Option<&str>,
+    max_connections: Option<usize>,
+    config: Option<PathBuf>,
+) -> Result<()> {
+    let config = config.or_else(|| {
+        let default = dir.root().join("server.toml");
+        default.is_file().then_some(default)
+    });
+    let file = match &config {
+        Some(path) => ConfigFile::read(path)?,
+        None => ConfigFile::default(),
+    };
+    let opts = ServeOptions::resolve(listen, max_connections, &file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        fieldsync_server::serve::serve(
+            dir,
+            &opts,
+            |r| {
+                println!(
+                    "relay {} serving on {} (QUIC over UDP, TLS over TCP)",
+                    r.relay.short(),
+                    r.addr
+                );
+                // Tests and scripts wait for this line.
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+            },
+            stop_signal(),
+        )
+        .await
+    })?;
+    println!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn compartments(list: &[String]) -> Result<Vec<Compartment>> {
+    Ok(list
+        .iter()
+        .map(|c| c.trim().parse())
+        .collect::<Result<_, _>>()?)
+}
+
+fn init(dir: &DataDir, name: String, list: &[String], days: u32) -> Result<()> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 64 {
+        bail!("relay name must be 1 to 64 characters");
+    }
+    let done = hq::init(
+        dir,
+        &Setup {
+            name,
+            compartments: compartments(list)?,
+            days,
+        },
+    )
+    .map_err(|e| anyhow!(error_line(&e)))?;
+    println!("hq     {}", done.hq);
+    println!("relay  {}", done.certificate.device());
+    println!(
+        "the headquarters root key is {}: keep it secret and back it up offline",
+        done.dir.hq_key().display()
+    );
+    Ok(())
+}
+
+/// Turns parsed arguments into a request, checking names with the
+/// identity crate's parsers (one-line errors, nothing changed).
+fn request(cmd: AdminCommand) -> Result<AdminRequest> {
+    Ok(match cmd {
+        AdminCommand::Id { json } => AdminRequest::Id { json },
+        AdminCommand::Enroll {
+            device,
+            name,
+            office,
+            role,
+            read,
+            write,
+            days,
+            out,
+        } => {
+            let device: DeviceId = device
+                .trim()
+                .parse()
+                .map_err(|e| anyhow!("--device '{device}': {e}"))?;
+            let role: Role = role.trim().parse()?;
+            let out = std::path::absolute(&out)
+                .with_context(|| format!("cannot resolve --out {}", out.display()))?;
+            AdminRequest::Enroll(Box::new(Enrollment {
+                device,
+                name,
+                office,
+                role,
+                read: read.as_deref().map(compartments).transpose()?,
+                write: write.as_deref().map(compartments).transpose()?,
+                days,
+                out,
+            }))
+        }
+        AdminCommand::Revoke { device, reason } => AdminRequest::Revoke { device, reason },
+        AdminCommand::Devices { json } => AdminRequest::Devices { json },
+        AdminCommand::Cases { json } => AdminRequest::Cases { json },
+        AdminCommand::Case(CaseCommand::Show { case, json }) => {
+            AdminRequest::CaseShow { case, json }
+        }
+        AdminCommand::Case(CaseCommand::History { case, json }) => {
+            AdminRequest::CaseHistory { case, json }
+        }
+        AdminCommand::Case(CaseCommand::Conflicts { case, json }) => {
+            AdminRequest::CaseConflicts { case, json }
+        }
+        AdminCommand::Quarantine { json, action } => match action {
+            None => AdminRequest::Quarantine { json },
+            Some(QuarantineCommand::Release { id, reason }) => {
+                AdminRequest::QuarantineRelease { id, reason }
+            }
+        },
+    })
+}
+
+/// Executes `req` against the store, or through the control socket when a
+/// running server holds the store.
+fn admin(dir: &DataDir, req: &AdminRequest) -> Result<AdminResponse> {
+    let path = dir.store();
+    if !path.is_file() {
+        bail!(
+            "no server in {}: run `fieldsync-server init --name NAME` first",
+            dir.root().display()
+        );
+    }
+    match Store::open(&path) {
+        Ok(store) => AdminContext::load(&store, dir)
+            .and_then(|ctx| execute(&ctx, req))
+            .map_err(|e| anyhow!(error_line(&e))),
+        Err(StoreError::Busy { .. }) => through_server(dir, req),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(unix)]
+fn through_server(dir: &DataDir, req: &AdminRequest) -> Result<AdminResponse> {
+    use fieldsync_server::control::{ControlError, request};
+    let socket = dir.control_socket();
+    tracing::debug!(socket = %socket.display(), "the store is in use; asking the running server");
+    match request(&socket, req) {
+        Ok(response) => Ok(response),
+        Err(ControlError::Connect { .. }) => bail!(
+            "the store {} is in use by another process, and no server answers on {}; wait for that process to finish",
+            dir.store().display(),
+            socket.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(unix))]
+fn through_server(dir: &DataDir, _req: &AdminRequest) -> Result<AdminResponse> {
+    bail!(
+        "the store {} is in use by another process; stop it and try again",
+        dir.store().display()
+    )
+}

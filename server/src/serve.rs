@@ -1,0 +1,257 @@
+//! `serve`: the relay on the network. QUIC and TLS-over-TCP on one port,
+//! a live session per connected device, the control socket for the command
+//! line, and a graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fieldsync_identity::Role;
+use fieldsync_node::{Mode, Node, NodeConfig};
+use fieldsync_protocol::NodeRole;
+use fieldsync_store::{Store, StoreError};
+use fieldsync_transport::{Identity, Listener, PeerPolicy, TransportError, TransportSettings};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::admin::{self, AdminContext, AdminRequest, AdminResponse, error_line, execute};
+use crate::keys::{self, DataDir};
+
+/// The default address: loopback, so that a first run exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+
+/// Connections served at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// What `serve` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// UDP (QUIC) and TCP (TLS fallback) address.
+    pub listen: SocketAddr,
+    /// Connections served at once; more are turned away until one ends.
+    pub max_connections: usize,
+}
+
+/// The TOML config file (`--config FILE`, or `DIR/server.toml` when it
+/// exists). Command-line options and environment variables win over it.
+///
+/// ```toml
+/// listen = "0.0.0.0:4433"
+/// max_connections = 2000
+/// ```
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// See [`ServeOptions::listen`].
+    pub listen: Option<String>,
+    /// See [`ServeOptions::max_connections`].
+    pub max_connections: Option<usize>,
+}
+
+/// Why the relay cannot serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An option has a wrong value.
+    #[error("{0}")]
+    Option(String),
+    /// The data directory has no server.
+    #[error("no server in {0}: run `fieldsync-server init --name NAME` first")]
+    NotInitialized(PathBuf),
+    /// Another process holds the store.
+    #[error("the store {0} is in use: another fieldsync-server already serves this data directory")]
+    InUse(PathBuf),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The relay's own key or certificate is wrong.
+    #[error("{0}")]
+    Identity(String),
+    /// The network failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The engine could not start.
+    #[error("cannot start the sync engine: {0}")]
+    Engine(#[from] std::io::Error),
+}
+
+impl ConfigFile {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl ServeOptions {
+    /// Options from the command line (or environment) first, then the
+    /// config file, then the defaults.
+    pub fn resolve(
+        listen: Option<&str>,
+        max_connections: Option<usize>,
+        file: &ConfigFile,
+    ) -> Result<Self, ServeError> {
+        let listen = listen.or(file.listen.as_deref()).unwrap_or(DEFAULT_LISTEN);
+        let listen = listen.parse().map_err(|_| {
+            ServeError::Option(format!(
+                "listen address '{listen}' is not IP:PORT (e.g. {DEFAULT_LISTEN})"
+            ))
+        })?;
+        let max_connections = max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ServeError::Option(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            listen,
+            max_connections,
+        })
+    }
+}
+
+/// A relay that is up: its engine and the address it listens on.
+#[derive(Debug)]
+pub struct Running {
+    /// The engine (for jobs and events).
+    pub node: Node,
+    /// The bound address (the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// This relay's device id.
+    pub relay: fieldsync_identity::DeviceId,
+}
+
+/// Opens the relay in `dir`, binds `opts.listen`, and serves until
+/// `shutdown` completes; `ready` is called once the listener is bound.
+pub async fn serve(
+    dir: &DataDir,
+    opts: &ServeOptions,
+    ready: impl FnOnce(&Running),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let path = dir.store();
+    if !path.is_file() {
+        return Err(ServeError::NotInitialized(dir.root().to_owned()));
+    }
+    let store = match Store::open(&path) {
+        Ok(s) => s,
+        Err(StoreError::Busy { .. }) => return Err(ServeError::InUse(path)),
+        Err(e) => return Err(e.into()),
+    };
+    let hq = admin::hq_public(&store).map_err(|e| ServeError::Identity(error_line(&e)))?;
+    let cert = keys::read_certificate(&dir.relay_certificate(), &hq)
+        .map_err(|e| ServeError::Identity(e.to_string()))?;
+    if cert.device() != store.device().id() || cert.role() != Role::Relay {
+        return Err(ServeError::Identity(format!(
+            "{} is not a relay certificate for this relay ({})",
+            dir.relay_certificate().display(),
+            store.device().id().short()
+        )));
+    }
+    let identity = Identity::new(store.device().secret_key())
+        .map_err(|e| ServeError::Identity(e.to_string()))?;
+    let relay = store.device().id();
+    let node = Node::start(store, NodeConfig::new(NodeRole::Relay, cert, hq))?;
+    let listener = match Listener::bind(
+        opts.listen,
+        &identity,
+        &TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let running = Running {
+        node: node.clone(),
+        addr: listener.local_addr(),
+        relay,
+    };
+    #[cfg(unix)]
+    let control = start_control(dir, &node)?;
+    ready(&running);
+    tracing::info!(addr = %running.addr, relay = %relay.short(), "serving");
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => {
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(peer = %conn.peer_device().short(), "connection limit reached; turning a device away");
+                        tokio::spawn(conn.close(2, "the relay is at its connection limit; try again later"));
+                        continue;
+                    };
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        let outcome = node.run_connection(conn, Mode::Live).await;
+                        match &outcome.error {
+                            Some(e) => tracing::info!(peer = %outcome.peer.short(), error = %e, "session ended"),
+                            None => tracing::debug!(peer = %outcome.peer.short(), "session ended"),
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(TransportError::Closed) => break,
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down");
+    listener.close();
+    node.shutdown().await;
+    #[cfg(unix)]
+    control.abort();
+    Ok(())
+}
+
+/// Serves the control socket: each request runs on the engine thread, so
+/// the command line sees what the sessions see, and what it changes (a
+/// revocation, a release) reaches the sessions at once.
+#[cfg(unix)]
+fn start_control(dir: &DataDir, node: &Node) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let server = crate::control::ControlServer::bind(&dir.control_socket())
+        .map_err(|e| ServeError::Identity(format!("control socket: {e}")))?;
+    let dir = dir.clone();
+    let node = node.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let handler = move |req: AdminRequest| -> Result<AdminResponse, String> {
+        let dir = dir.clone();
+        // Called on a blocking thread: wait there for the engine's answer.
+        runtime
+            .block_on(node.with_engine(move |engine| {
+                let out = AdminContext::load(engine.store(), &dir)
+                    .and_then(|ctx| execute(&ctx, &req))
+                    .map_err(|e| error_line(&e));
+                if out.is_ok() && req.changes_state() {
+                    engine.revocations_changed();
+                    engine.log_grew();
+                }
+                out
+            }))
+            .map_err(|e| e.to_string())?
+    };
+    Ok(tokio::spawn(server.serve(handler)))
+}
