@@ -90,6 +90,14 @@ pub(crate) fn enroll(store: &Store, cert_file: &Path, relays: &[String]) -> Resu
     Ok(())
 }
 
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "nothing".into();
@@ -200,8 +208,8 @@ pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
             outcome.peer.short()
         );
         println!(
-            "  sent {} changes, received {}{}",
-            pending_before.saturating_sub(pending_after),
+            "  sent {}, received {}{}",
+            plural(pending_before.saturating_sub(pending_after), "change"),
             tally.received,
             if tally.quarantined > 0 {
                 format!(", {} held in quarantine", tally.quarantined)

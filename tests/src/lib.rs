@@ -35,7 +35,15 @@ pub fn binary(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "fieldsync-agent"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "fieldsync-agent",
+            "-p",
+            "fieldsync-server",
+        ]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -133,5 +141,125 @@ impl Agent {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+/// One relay (`fieldsync-server`) with its own data directory.
+#[derive(Debug, Clone)]
+pub struct Server {
+    data: PathBuf,
+}
+
+/// A `fieldsync-server serve` child process; killed (by its PID) when dropped.
+#[derive(Debug)]
+pub struct Serving {
+    child: std::process::Child,
+    /// The address it serves on.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Serving {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits for it; true if it
+    /// exited successfully.
+    pub fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// A server whose data lives in `data`.
+    pub fn new(data: &Path) -> Self {
+        Self {
+            data: data.to_owned(),
+        }
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    /// The server command, ready to run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("fieldsync-server"));
+        cmd.arg("--data").arg(&self.data).args(args);
+        for var in [
+            "FIELDSYNC_SERVER_DATA",
+            "FIELDSYNC_LISTEN",
+            "FIELDSYNC_MAX_CONNECTIONS",
+            "FIELDSYNC_CONFIG",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Runs the server with `args` (not `serve`).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start fieldsync-server: {e}"));
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts `serve --listen listen` and waits (at most 30 s) until it
+    /// says it is serving.
+    pub fn serve(&self, listen: &str) -> Serving {
+        use std::io::{BufRead, BufReader};
+        let mut child = self
+            .command(&["serve", "--listen", listen])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start fieldsync-server serve: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(rest) = line.split(" serving on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("fieldsync-server serve did not start within 30 s")
+            });
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in the serve line: {addr}"));
+        Serving { child, addr }
     }
 }

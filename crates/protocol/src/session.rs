@@ -157,6 +157,10 @@ pub struct Session {
     peer_holds: u64,
     /// Cases whose genesis this session has sent.
     sent_geneses: BTreeSet<CaseId>,
+    /// Whether the peer acknowledged, at the start, what its Hello said it holds.
+    resume_acked: bool,
+    /// The cursor into the peer's log our Hello announced.
+    announced: Option<WireCursor>,
 }
 
 /// The signing counter of a change envelope, read from its header.
@@ -296,6 +300,8 @@ impl Session {
             repair_offered: None,
             peer_holds: 0,
             sent_geneses: BTreeSet::new(),
+            resume_acked: false,
+            announced: want,
         };
         s.send(&Message::Hello(hello));
         Ok(s)
@@ -549,6 +555,24 @@ impl Session {
             last_through: 0,
         });
         self.state = State::Open;
+        // A relay that already holds part of the peer's log says so at once,
+        // with a receipt: a device whose last sync was cut after the relay
+        // stored its changes but before the acknowledgement arrived learns
+        // that they are safe, though nothing needs sending again.
+        // It acknowledges what its own Hello announced (the cursor may have
+        // moved since, through another session with the same device).
+        if self.cfg.role == NodeRole::Relay
+            && let Some(c) = self.announced
+            && c.epoch == h.epoch
+            && c.seq > 0
+            && let Some(peer) = self.peer.clone()
+        {
+            let receipt = self.receipt(store, &peer, c.seq, now)?;
+            self.send(&Message::Ack(Ack {
+                through: c.seq,
+                receipt: Some(receipt),
+            }));
+        }
         if h.revocations < self.cfg.authority.revocations_seq()
             && let Some(list) = self.cfg.authority.revocations()
         {
@@ -1098,11 +1122,17 @@ impl Session {
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("ack before hello".into()));
         };
-        if !self.in_flight.contains(&a.through) {
+        // Besides acknowledgements of batches in flight, a relay may
+        // acknowledge once, at the start, the position its Hello said it holds.
+        let resumed = !self.resume_acked && a.through > 0 && a.through == self.peer_holds;
+        if !self.in_flight.contains(&a.through) && !resumed {
             return Err(SessionError::Protocol(format!(
                 "ack for position {} that was not sent",
                 a.through
             )));
+        }
+        if resumed {
+            self.resume_acked = true;
         }
         while self.in_flight.front().is_some_and(|&t| t <= a.through) {
             self.in_flight.pop_front();

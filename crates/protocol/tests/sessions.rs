@@ -735,3 +735,65 @@ fn a_case_created_where_its_creator_may_only_read_is_quarantined() {
         q[0].1.reason
     );
 }
+
+#[test]
+fn a_device_whose_acknowledgement_was_lost_learns_at_the_next_session() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    let c = new_case(&a, 1, "general", "Ledger");
+    a.store
+        .edit_case(&c, t(2), "n", |d| d.add_note(a.id(), t(2), "first"))
+        .unwrap();
+    // The relay stores everything, but its frames after the Hello (its
+    // acknowledgement and receipt among them) never reach the device.
+    let mut sa = Session::new(a.config(), &a.store, hq.id(), t(3)).unwrap();
+    let mut sb = Session::new(hq.config(), &hq.store, a.id(), t(3)).unwrap();
+    let mut hello_delivered = false;
+    for _ in 0..50 {
+        let fa: Vec<Vec<u8>> = std::iter::from_fn(|| sa.poll_transmit()).collect();
+        let fb: Vec<Vec<u8>> = std::iter::from_fn(|| sb.poll_transmit()).collect();
+        if fa.is_empty() && fb.is_empty() {
+            break;
+        }
+        for f in fa {
+            let _ = sb.handle_input(&hq.store, &f, t(3));
+        }
+        for f in fb {
+            if !hello_delivered {
+                hello_delivered = true;
+                sa.handle_input(&a.store, &f, t(3)).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        hq.store.log_head().unwrap(),
+        2,
+        "the relay holds both changes"
+    );
+    assert_eq!(
+        a.store.outbox_len().unwrap(),
+        2,
+        "the device was never told"
+    );
+    // Next session: nothing needs sending, and the relay's first words are
+    // a receipt for what it already holds.
+    let (traffic, ev, _, ok) = sync(&a, &hq, t(4));
+    ok.unwrap();
+    assert_eq!(a.store.outbox_len().unwrap(), 0);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Acknowledged {
+            through: 2,
+            receipt: true
+        }
+    )));
+    assert_eq!(
+        a.store.latest_receipt(&hq.id()).unwrap().unwrap().through,
+        2
+    );
+    assert!(
+        traffic.a_to_b < 1_500,
+        "no change was sent again: {traffic:?}"
+    );
+}
