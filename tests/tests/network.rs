@@ -486,3 +486,63 @@ fn sessions_fall_back_to_tls_over_tcp_when_udp_is_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(hq_record(&hq, &case)["title"], "Hotel network");
 }
+
+#[test]
+fn sync_watch_reconnects_when_the_relay_appears_and_receives_live_changes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let hq = headquarters(&dir);
+    // A port with nothing on it yet.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = format!("127.0.0.1:{port}");
+    let watcher = device(&dir, &hq, "watcher", "field", &relay);
+    let writer = device(&dir, &hq, "writer", "field", &relay);
+    let mut watch = watcher
+        .command(&["sync", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str, within: Duration| -> Vec<String> {
+        let mut seen = Vec::new();
+        let until = Instant::now() + within;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(what);
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {what:?} within {within:?}; saw {seen:?}");
+    };
+    wait_for("no relay reachable", Duration::from_secs(30));
+    let serving = hq.serve(&relay);
+    wait_for("synced with relay", Duration::from_secs(60));
+    // A change made elsewhere arrives without a new sync.
+    let case = new_case(&writer, "Live case");
+    writer.run(&["sync"]).ok();
+    wait_for("received", Duration::from_secs(30));
+    let pid = watch.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    wait_for("stopped", Duration::from_secs(30));
+    assert!(watch.wait().unwrap().success());
+    assert_eq!(record(&watcher, &case)["title"], "Live case");
+    drop(serving);
+}
