@@ -98,6 +98,15 @@ fn plural(n: u64, what: &str) -> String {
     }
 }
 
+/// A byte count for people: `512 B`, `1.2 KB`, `3.4 MB` (powers of 1000).
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "nothing".into();
@@ -204,8 +213,10 @@ pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
             bail!("sync with {addr} failed: {err}");
         }
         println!(
-            "synced with relay {} at {addr} over {transport}",
-            outcome.peer.short()
+            "synced with relay {} at {addr} over {transport}, {} up / {} down",
+            outcome.peer.short(),
+            size(outcome.bytes_sent),
+            size(outcome.bytes_received)
         );
         println!(
             "  sent {}, received {}{}",

@@ -119,6 +119,12 @@ pub struct ConnOutcome {
     pub synced: bool,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Session bytes written to the connection (frames with their length
+    /// prefixes; transport overhead not counted).
+    pub bytes_sent: u64,
+    /// Session bytes read from the connection (frames with their length
+    /// prefixes; transport overhead not counted).
+    pub bytes_received: u64,
 }
 
 /// A job run on the engine thread with the engine in hand (admin commands,
@@ -162,6 +168,8 @@ impl Live {
             peer: self.peer,
             synced: self.synced,
             error: error.clone(),
+            bytes_sent: 0,
+            bytes_received: 0,
         });
         (self.peer, error)
     }
@@ -346,6 +354,8 @@ impl Engine {
                     peer,
                     synced: false,
                     error: live_error.clone(),
+                    bytes_sent: 0,
+                    bytes_received: 0,
                 });
                 self.emit(id, peer, NodeEventKind::Ended { error: live_error });
             }

@@ -103,7 +103,7 @@ impl Node {
     /// Runs a session over `conn` until it ends: the peer is the key the
     /// transport authenticated; the session checks its certificate. In
     /// [`Mode::UntilSynced`] the session closes once both logs are exchanged
-    /// and acknowledged.
+    /// and acknowledged. The outcome counts the session bytes each way.
     pub async fn run_connection(&self, conn: Connection, mode: Mode) -> ConnOutcome {
         let id: ConnId = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let peer = conn.peer_device();
@@ -114,6 +114,8 @@ impl Node {
             peer,
             synced: false,
             error: Some("the node has shut down".into()),
+            bytes_sent: 0,
+            bytes_received: 0,
         };
         let open = Cmd::Open {
             id,
@@ -126,8 +128,10 @@ impl Node {
             return stopped;
         }
         tracing::debug!(conn = id, peer = %peer.short(), "session opened");
-        let writing = tokio::spawn(write_loop(writer, out_rx));
-        let reading = read_loop(reader, id, &self.inbox);
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = AtomicU64::new(0);
+        let writing = tokio::spawn(write_loop(writer, out_rx, Arc::clone(&sent)));
+        let reading = read_loop(reader, id, &self.inbox, &received);
         tokio::pin!(reading);
         let mut outcome = None;
         let read_result = tokio::select! {
@@ -140,24 +144,27 @@ impl Node {
         };
         let reason = read_result.err().map(|e| e.to_string());
         let _ = self.inbox.send(Cmd::Gone { id, reason }).await;
-        let outcome = match outcome {
+        let mut outcome = match outcome {
             Some(o) => o,
             None => done_rx.await.unwrap_or(stopped),
         };
         if let Ok(Some(writer)) = writing.await {
             writer.close(0, "session over").await;
         }
+        outcome.bytes_sent = sent.load(Ordering::Relaxed);
+        outcome.bytes_received = received.load(Ordering::Relaxed);
         tracing::debug!(conn = id, peer = %peer.short(), ?outcome, "session ended");
         outcome
     }
 }
 
 /// Reads bytes and hands them to the engine until the peer finishes or the
-/// connection fails.
+/// connection fails, counting them in `received`.
 async fn read_loop(
     mut reader: SessionReader,
     id: ConnId,
     inbox: &mpsc::Sender<Cmd>,
+    received: &AtomicU64,
 ) -> Result<(), TransportError> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -165,6 +172,7 @@ async fn read_loop(
         if n == 0 {
             return Ok(());
         }
+        received.fetch_add(n as u64, Ordering::Relaxed);
         let bytes = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
         if inbox.send(Cmd::Input { id, bytes }).await.is_err() {
             return Ok(()); // the engine stopped
@@ -173,10 +181,12 @@ async fn read_loop(
 }
 
 /// Writes what the engine sends until it says the session is over, then
-/// finishes the stream so the peer reads everything before the end.
+/// finishes the stream so the peer reads everything before the end. Bytes
+/// written are counted in `sent`.
 async fn write_loop(
     mut writer: SessionWriter,
     mut out: mpsc::UnboundedReceiver<Out>,
+    sent: Arc<AtomicU64>,
 ) -> Option<SessionWriter> {
     while let Some(msg) = out.recv().await {
         match msg {
@@ -185,6 +195,7 @@ async fn write_loop(
                     tracing::debug!(error = %e, "write failed; the connection is gone");
                     return None;
                 }
+                sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
             Out::Close => break,
         }
