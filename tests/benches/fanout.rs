@@ -105,7 +105,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let devices: Vec<Device> = (0..n).map(|i| device(&hq, i)).collect();
+    let devices: Vec<Device> = {
+        let _in_runtime = rt.enter(); // endpoints bind their sockets on the runtime
+        (0..n).map(|i| device(&hq, i)).collect()
+    };
     let pid = serving.pid();
     let (connected, rss_connected, latencies) = rt.block_on(async move {
         let mut subs = Vec::new();

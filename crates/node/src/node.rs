@@ -21,7 +21,7 @@ const INBOX: usize = 256;
 const EVENTS: usize = 4096;
 
 /// Bytes read from a connection at a time.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a peer has to finish its side once our session is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);

@@ -962,7 +962,7 @@ impl Session {
             .collect();
         self.load_certs(store, needed)?;
         let (cases, quarantine, releases) =
-            self.authorize(&geneses, verified, &carried_releases, now);
+            self.authorize(store, &geneses, verified, &carried_releases, now)?;
         // The certificates the batch carried are recorded with it: a stored
         // change is never without its author's certificate.
         let peers = carried
@@ -1025,15 +1025,19 @@ impl Session {
     #[allow(clippy::type_complexity)]
     fn authorize(
         &self,
+        store: &Store,
         geneses: &BTreeMap<CaseId, VerifiedGenesis>,
         changes: Vec<VerifiedChange>,
         carried: &CarriedReleases,
         now: Timestamp,
-    ) -> (
-        Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
-        Vec<QuarantineEntry>,
-        Vec<(CaseId, ChangeHash, Vec<u8>)>,
-    ) {
+    ) -> Result<
+        (
+            Vec<(VerifiedGenesis, Vec<VerifiedChange>)>,
+            Vec<QuarantineEntry>,
+            Vec<(CaseId, ChangeHash, Vec<u8>)>,
+        ),
+        SessionError,
+    > {
         let auth = &self.cfg.authority;
         let mut accepted: BTreeMap<CaseId, Vec<VerifiedChange>> = BTreeMap::new();
         let mut order: Vec<CaseId> = Vec::new();
@@ -1057,6 +1061,15 @@ impl Session {
                     g.creator.short()
                 ))
             };
+            // Released here before (its author may send it again, without
+            // the release): it stands, and storing it again does nothing.
+            if verdict.is_err()
+                && store
+                    .release_for(&case, &change.payload().hash())?
+                    .is_some()
+            {
+                verdict = Ok(());
+            }
             if let Err(reason) = &verdict
                 && let Some((release, bytes)) = carried.get(&(case, change.payload().hash()))
             {
@@ -1095,7 +1108,7 @@ impl Session {
                 Some((g, accepted.remove(&case).unwrap_or_default()))
             })
             .collect();
-        (cases, quarantine, releases)
+        Ok((cases, quarantine, releases))
     }
 
     fn receipt(

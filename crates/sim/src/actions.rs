@@ -301,6 +301,9 @@ impl World {
     /// its sessions so that they carry the new list. The revoked device
     /// keeps editing offline and keeps trying to connect.
     pub(crate) fn revoke(&mut self) {
+        if self.revoked.is_some() {
+            return; // an earlier attempt reached the disk after all
+        }
         let candidates: Vec<NodeIx> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];

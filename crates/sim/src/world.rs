@@ -629,12 +629,43 @@ impl World {
             return;
         }
         self.check_authored_survived(ix);
+        if ix == HQ {
+            self.adopt_surviving_revocation();
+        }
         self.nodes[ix].down_until = self.now + downtime;
         if downtime > 0 {
             self.sched.at(self.now + downtime, Ev::Restart(ix));
         } else {
             let delay = self.fault_rng.range(1_000, 5_000);
             self.schedule_dial(ix, delay);
+        }
+    }
+
+    /// A revocation whose commit failed in a power cut may still have
+    /// reached the disk (a torn crash keeps part of the unsynced writes):
+    /// what headquarters' store holds after the crash is what stands.
+    fn adopt_surviving_revocation(&mut self) {
+        if self.revoked.is_some() {
+            return;
+        }
+        let Some(store) = self.nodes[HQ].store.as_ref() else {
+            return;
+        };
+        let list = match store.revocations() {
+            Ok(Some(bytes)) => {
+                fieldsync_identity::RevocationList::from_bytes(&bytes, &self.hq_root.public()).ok()
+            }
+            _ => None,
+        };
+        let Some(entry) = list.as_ref().and_then(|l| l.entries().first()) else {
+            return;
+        };
+        if let Some(ix) = self.nodes.iter().position(|n| n.id() == entry.device) {
+            let point = entry.accepted_through(0).unwrap_or(0);
+            self.revoked = Some(Revoked { node: ix, point });
+            self.stats.revoked = true;
+            self.trace
+                .update(format!("revocation of {ix} through {point} survived\n").as_bytes());
         }
     }
 
