@@ -367,7 +367,7 @@ pub fn execute(ctx: &AdminContext<'_>, req: &AdminRequest) -> Result<AdminRespon
         AdminRequest::Revoke { device, reason } => hq::revoke(ctx, device, reason.as_deref())?,
         AdminRequest::Devices { json } => devices::view(ctx, Format::json(*json))?,
         AdminRequest::Cases { json } => fieldsync_view::listing(
-            &ctx.store.list_cases()?,
+            &ctx.store.list_cases_with_summaries()?,
             "no cases yet; cases arrive when devices sync with this relay",
             Format::json(*json),
         )?,

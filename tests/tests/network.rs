@@ -149,6 +149,11 @@ fn concurrent_offline_edits_merge_identically_on_headquarters_and_both_devices()
     let at_hq = hq_record(&hq, &case);
     assert_eq!(record(&rome, &case), at_hq);
     assert_eq!(record(&mexico, &case), at_hq);
+    // Headquarters lists the case with its merged title, status and priority.
+    let cases = json(&hq.run(&["cases", "--json"]).ok().stdout);
+    let listed = &cases.as_array().unwrap()[0];
+    assert_eq!(listed["title"], "Stele trafficking");
+    assert_eq!(listed["priority"], at_hq["priority"]);
     let summary = at_hq["summary"].as_str().unwrap();
     assert!(
         summary.contains("Buyer seen in Rome.") && summary.contains("Container leaves Friday.")

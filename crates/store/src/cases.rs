@@ -398,6 +398,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::list_cases`], with title, status and priority on a relay
+    /// store too. A relay stores changes by their headers and keeps no
+    /// document, so this materializes each case whose summary it has not
+    /// read since its last change (through the bounded document cache),
+    /// and remembers the summary: headquarters' views pay for documents
+    /// when someone looks, never on the ingest path.
+    pub fn list_cases_with_summaries(&self) -> Result<Vec<CaseListing>, StoreError> {
+        let mut list = self.list_cases()?;
+        if self.kind() != crate::StoreKind::Relay {
+            return Ok(list);
+        }
+        for item in &mut list {
+            let cached = self
+                .summaries
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&item.id).cloned())
+                .filter(|(count, _)| *count == item.changes);
+            let summary = match cached {
+                Some((_, s)) => s,
+                None => {
+                    let s = self.with_case(&item.id, |_, doc| doc.summary())?;
+                    if let Ok(mut m) = self.summaries.lock() {
+                        m.insert(item.id, (item.changes, s.clone()));
+                    }
+                    s
+                }
+            };
+            item.title = summary.title;
+            item.status = summary.status.to_string();
+            item.priority = summary.priority.to_string();
+        }
+        Ok(list)
+    }
+
     /// Resolves a full case id or a unique prefix of one (as git resolves hashes).
     pub fn resolve_case(&self, query: &str) -> Result<CaseId, StoreError> {
         let q = query.trim().to_ascii_lowercase();

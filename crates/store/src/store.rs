@@ -146,6 +146,9 @@ pub struct Store {
     /// compartment (decoding a genesis checks two public keys, which is
     /// dear when a repair lists every case).
     pub(crate) case_meta: Mutex<HashMap<[u8; 16], CaseMeta>>,
+    /// Relay stores: case summaries read for listings, with the change
+    /// count they reflect.
+    pub(crate) summaries: Mutex<HashMap<CaseId, (u64, fieldsync_case::CaseSummary)>>,
     path: Option<PathBuf>,
 }
 
@@ -345,6 +348,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             docs: Mutex::new(HashMap::new()),
             case_meta: Mutex::new(HashMap::new()),
+            summaries: Mutex::new(HashMap::new()),
             path,
         })
     }
