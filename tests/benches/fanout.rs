@@ -224,5 +224,5 @@ fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
     );
-    drop(serving);
+    assert!(serving.stop(), "the relay stops cleanly");
 }

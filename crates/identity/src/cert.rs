@@ -189,7 +189,7 @@ impl HqRoot {
         body.validate()?;
         let encoded = Encoded::new(body)?;
         let verified = sign(encoded, &self.key).map_err(from_verify_error)?;
-        Ok(DeviceCertificate(verified))
+        Ok(DeviceCertificate(std::sync::Arc::new(verified)))
     }
 }
 
@@ -200,8 +200,9 @@ impl fmt::Debug for HqRoot {
 }
 
 /// A device certificate whose signature, issuer and rules have been checked.
+/// Cheap to clone (shared): sessions and maps hold many copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceCertificate(Verified<Encoded<CertificateBody>>);
+pub struct DeviceCertificate(std::sync::Arc<Verified<Encoded<CertificateBody>>>);
 
 impl DeviceCertificate {
     /// Decodes and verifies a certificate issued by `hq`: the signature, the
@@ -216,7 +217,7 @@ impl DeviceCertificate {
         }
         let verified = signed.verify().map_err(from_verify_error)?;
         verified.payload().value().validate()?;
-        Ok(Self(verified))
+        Ok(Self(std::sync::Arc::new(verified)))
     }
 
     /// The exact signed bytes, for storing and sending.

@@ -180,7 +180,9 @@ pub struct Engine {
     store: Arc<Store>,
     cfg: NodeConfig,
     authority: Authority,
-    conns: BTreeMap<ConnId, Live>,
+    /// Open sessions (boxed: a session is large, and idle ones should cost
+    /// only themselves, not a share of map nodes sized for them).
+    conns: BTreeMap<ConnId, Box<Live>>,
     events: broadcast::Sender<NodeEvent>,
     /// Something was stored without waiting for the disk since the last flush.
     unflushed: bool,
@@ -334,7 +336,7 @@ impl Engine {
             Ok(session) => {
                 self.conns.insert(
                     id,
-                    Live {
+                    Box::new(Live {
                         session,
                         out,
                         peer,
@@ -342,7 +344,7 @@ impl Engine {
                         synced: false,
                         error: None,
                         done,
-                    },
+                    }),
                 );
                 self.drain(id);
             }
@@ -454,7 +456,11 @@ impl Engine {
 
     /// Ends a connection's session: its writer closes after what is held
     /// for it, and its task learns how it ended.
-    fn finish_live(&mut self, live: Live, error: Option<String>) -> (DeviceId, Option<String>) {
+    fn finish_live(
+        &mut self,
+        live: Box<Live>,
+        error: Option<String>,
+    ) -> (DeviceId, Option<String>) {
         let out = live.out.clone();
         self.send(&out, Out::Close);
         live.report(error)

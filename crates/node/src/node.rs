@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fieldsync_identity::DeviceId;
 use fieldsync_store::Store;
 use fieldsync_transport::{Connection, SessionReader, SessionWriter, TransportError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Duration, timeout};
 
@@ -18,10 +18,10 @@ use crate::engine::{Cmd, ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEven
 const INBOX: usize = 256;
 
 /// Events kept for slow subscribers before they start missing some.
-const EVENTS: usize = 4096;
+const EVENTS: usize = 1024;
 
-/// Bytes read from a connection at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes handed to the engine at a time, at most.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How long a peer has to finish its side once our session is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -166,14 +166,12 @@ async fn read_loop(
     inbox: &mpsc::Sender<Cmd>,
     received: &AtomicU64,
 ) -> Result<(), TransportError> {
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = reader.read(&mut buf).await.map_err(TransportError::Io)?;
-        if n == 0 {
+        // No buffer of our own while idle: the transport hands over what came.
+        let Some(bytes) = reader.read_some(READ_CHUNK).await? else {
             return Ok(());
-        }
-        received.fetch_add(n as u64, Ordering::Relaxed);
-        let bytes = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
+        };
+        received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if inbox.send(Cmd::Input { id, bytes }).await.is_err() {
             return Ok(()); // the engine stopped
         }

@@ -413,6 +413,10 @@ impl FrameDecoder {
         }
         let frame = self.buf[4..4 + len].to_vec();
         self.buf.drain(..4 + len);
+        if self.buf.is_empty() && self.buf.capacity() > 4096 {
+            // An idle session keeps no large buffer from its last batch.
+            self.buf = Vec::new();
+        }
         Ok(Some(frame))
     }
 }

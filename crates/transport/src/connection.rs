@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use fieldsync_identity::{DeviceId, PublicKey};
 use quinn::VarInt;
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
@@ -232,6 +232,29 @@ impl SessionReader {
     /// Reads one frame; see [`frame::read_frame`].
     pub async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
         frame::read_frame(self).await
+    }
+
+    /// Reads whatever bytes have arrived, up to `max` (`None` at the end of
+    /// the stream). Over QUIC this takes the received chunk itself, so an
+    /// idle reader holds no buffer of its own; over TCP it reads into a
+    /// buffer of the size that arrived.
+    pub async fn read_some(&mut self, max: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        match &mut self.0 {
+            ReaderInner::Quic(recv) => match recv.read_chunk(max, true).await {
+                Ok(Some(chunk)) => Ok(Some(chunk.bytes.to_vec())),
+                Ok(None) => Ok(None),
+                Err(e) => Err(from_io(io::Error::from(e))),
+            },
+            ReaderInner::Tcp(read) => {
+                let mut buf = vec![0u8; max.min(4 * 1024)];
+                let n = read.read(&mut buf).await.map_err(from_io)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+        }
     }
 }
 
