@@ -31,6 +31,11 @@ pub(crate) enum Command {
         /// Validity of the relay's certificate, in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,
+        /// An office relay: no headquarters key here; headquarters enrolls
+        /// this relay's id (printed) with --role relay, and `serve --cert`
+        /// installs that certificate.
+        #[arg(long)]
+        office: bool,
     },
     /// Serve devices over QUIC (UDP) and TLS over TCP on the same port, until
     /// interrupted (Ctrl-C or SIGTERM).
@@ -44,6 +49,13 @@ pub(crate) enum Command {
         /// TOML config file [default: DIR/server.toml when it exists].
         #[arg(long, env = "FIELDSYNC_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Office relays: headquarters' address; the log goes up and what
+        /// this relay may read comes down whenever it is reachable.
+        #[arg(long, env = "FIELDSYNC_UPSTREAM", value_name = "ADDR")]
+        upstream: Option<String>,
+        /// Office relays: the relay certificate headquarters issued, to install.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
     },
     /// Run the field exercise on loopback in a temporary directory: headquarters,
     /// three devices, offline edits, a conflict, receipts, a revoked device refused.

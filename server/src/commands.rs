@@ -31,15 +31,35 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     let dir = DataDir::new(data_dir(cli.data)?);
     match cli.command {
         Command::Init {
+            name, office: true, ..
+        } => {
+            let relay = hq::init_office(&dir, &name).map_err(|e| anyhow!(error_line(&e)))?;
+            println!("relay  {relay}");
+            println!(
+                "an office relay: enroll it at headquarters (enroll --device {relay} --role relay --read C,...), then serve --upstream HQ_ADDR --cert FILE"
+            );
+            Ok(())
+        }
+        Command::Init {
             name,
             compartments,
             days,
+            office: false,
         } => init(&dir, name, &compartments, days),
         Command::Serve {
             listen,
             max_connections,
             config,
-        } => serve(&dir, listen.as_deref(), max_connections, config),
+            upstream,
+            cert,
+        } => serve(
+            &dir,
+            listen.as_deref(),
+            max_connections,
+            config,
+            upstream,
+            cert,
+        ),
         Command::Demo => crate::demo::run(),
         Command::Admin(cmd) => {
             let response = admin(&dir, &request(cmd)?)?;
@@ -54,6 +74,8 @@ fn serve(
     listen: Option<&str>,
     max_connections: Option<usize>,
     config: Option<PathBuf>,
+    upstream: Option<String>,
+    cert: Option<PathBuf>,
 ) -> Result<()> {
     let config = config.or_else(|| {
         let default = dir.root().join("server.toml");
@@ -63,7 +85,11 @@ fn serve(
         Some(path) => ConfigFile::read(path)?,
         None => ConfigFile::default(),
     };
-    let opts = ServeOptions::resolve(listen, max_connections, &file)?;
+    let mut opts = ServeOptions::resolve(listen, max_connections, &file)?;
+    if upstream.is_some() {
+        opts.upstream = upstream;
+    }
+    opts.cert = cert.map(|c| std::path::absolute(&c).unwrap_or(c));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -209,9 +235,36 @@ fn admin(dir: &DataDir, req: &AdminRequest) -> Result<AdminResponse> {
         );
     }
     match Store::open(&path) {
-        Ok(store) => AdminContext::load(&store, dir)
-            .and_then(|ctx| execute(&ctx, req))
-            .map_err(|e| anyhow!(error_line(&e))),
+        Ok(store) => match AdminContext::load(&store, dir) {
+            Ok(ctx) => execute(&ctx, req).map_err(|e| anyhow!(error_line(&e))),
+            // An office relay not enrolled yet still has an id to give.
+            Err(_)
+                if matches!(req, AdminRequest::Id { .. }) && !dir.relay_certificate().exists() =>
+            {
+                let d = store.device();
+                let output = if matches!(req, AdminRequest::Id { json: true }) {
+                    format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "relay": d.id().to_string(),
+                            "short": d.id().short(),
+                            "name": d.name(),
+                            "hq": null,
+                            "headquarters": false,
+                            "enrolled": false,
+                        }))?
+                    )
+                } else {
+                    format!(
+                        "relay     {}\nname      {}\nenrolled  no: enroll this id at headquarters with --role relay, then serve --cert FILE\n",
+                        d.id(),
+                        d.name()
+                    )
+                };
+                Ok(AdminResponse { output })
+            }
+            Err(e) => Err(anyhow!(error_line(&e))),
+        },
         Err(StoreError::Busy { .. }) => through_server(dir, req),
         Err(e) => Err(e.into()),
     }

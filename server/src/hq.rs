@@ -156,6 +156,84 @@ pub fn init(dir: &DataDir, setup: &Setup) -> Result<Initialized, AdminError> {
     })
 }
 
+/// Sets up an office relay in `dir`: its key and store, and nothing of
+/// headquarters (no root key; the headquarters key arrives with the relay
+/// certificate headquarters issues for this relay's id, installed by
+/// [`install_office_certificate`]). Returns the relay id to enroll.
+pub fn init_office(dir: &DataDir, name: &str) -> Result<DeviceId, AdminError> {
+    for (path, what) in [
+        (dir.store(), "relay.redb"),
+        (dir.hq_key(), "hq-root.key"),
+        (dir.relay_certificate(), "relay.cert"),
+    ] {
+        if path.exists() {
+            return Err(AdminError::AlreadyInitialized {
+                dir: dir.root().to_owned(),
+                what,
+            });
+        }
+    }
+    let seed = Zeroizing::new(random::<32>()?);
+    let epoch = random::<16>()?;
+    dir.create()?;
+    let store = Store::create(
+        &dir.store(),
+        NewDevice {
+            seed: *seed,
+            name: name.trim(),
+            epoch,
+            now: now(),
+            kind: StoreKind::Relay,
+        },
+    )?;
+    Ok(store.device().id())
+}
+
+/// Installs on an office relay the certificate headquarters issued for
+/// it: it must be a relay certificate for this relay's key, from the same
+/// headquarters as before if one is known. Records headquarters' key and
+/// the compartments the relay serves, and writes `relay.cert`.
+pub fn install_office_certificate(
+    dir: &DataDir,
+    store: &Store,
+    text: &str,
+) -> Result<DeviceCertificate, AdminError> {
+    let cert = DeviceCertificate::from_pem_like_trusting_issuer(text)?;
+    if cert.device() != store.device().id() {
+        return Err(AdminError::Invalid(format!(
+            "the certificate is for {}, but this relay is {}; enroll {} at headquarters with --role relay",
+            cert.device().short(),
+            store.device().id().short(),
+            store.device().id()
+        )));
+    }
+    if cert.role() != Role::Relay {
+        return Err(AdminError::Invalid(format!(
+            "the certificate is for role {}; an office relay needs --role relay",
+            cert.role()
+        )));
+    }
+    if let Some(known) = store.setting(SETTING_HQ_PUBLIC)?
+        && known != cert.issuer().to_string()
+    {
+        return Err(AdminError::Invalid(format!(
+            "the certificate is issued by {}, but this relay belongs to headquarters {known}",
+            cert.issuer()
+        )));
+    }
+    cert.check_valid_at(now())?;
+    store.set_setting(SETTING_HQ_PUBLIC, &cert.issuer().to_string())?;
+    let list: Vec<String> = cert.body().read.iter().map(ToString::to_string).collect();
+    store.set_setting(SETTING_COMPARTMENTS, &list.join(","))?;
+    let path = dir.relay_certificate();
+    let tmp = path.with_extension("cert.new");
+    std::fs::write(&tmp, cert.to_pem_like())
+        .map_err(|e| AdminError::Invalid(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| AdminError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(cert)
+}
+
 /// Issues a certificate for a device and writes it to a new file.
 pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, AdminError> {
     let hq = ctx.hq()?;

@@ -31,6 +31,12 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Connections served at once; more are turned away until one ends.
     pub max_connections: usize,
+    /// An office relay's headquarters (HOST:PORT): its log goes up there,
+    /// and what its compartments may read comes down, whenever reachable.
+    pub upstream: Option<String>,
+    /// A relay certificate from headquarters to install first (an office
+    /// relay's enrollment).
+    pub cert: Option<PathBuf>,
 }
 
 /// The TOML config file (`--config FILE`, or `DIR/server.toml` when it
@@ -39,6 +45,7 @@ pub struct ServeOptions {
 /// ```toml
 /// listen = "0.0.0.0:4433"
 /// max_connections = 2000
+/// upstream = "hq.example.org:4433"   # office relays only
 /// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +54,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// See [`ServeOptions::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`ServeOptions::upstream`].
+    pub upstream: Option<String>,
 }
 
 /// Why the relay cannot serve.
@@ -123,6 +132,8 @@ impl ServeOptions {
         Ok(Self {
             listen,
             max_connections,
+            upstream: file.upstream.clone(),
+            cert: None,
         })
     }
 }
@@ -155,7 +166,19 @@ pub async fn serve(
         Err(StoreError::Busy { .. }) => return Err(ServeError::InUse(path)),
         Err(e) => return Err(e.into()),
     };
-    let hq = admin::hq_public(&store).map_err(|e| ServeError::Identity(error_line(&e)))?;
+    if let Some(path) = &opts.cert {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServeError::Identity(format!("{}: {e}", path.display())))?;
+        let cert = crate::hq::install_office_certificate(dir, &store, &text)
+            .map_err(|e| ServeError::Identity(error_line(&e)))?;
+        tracing::info!(hq = %cert.issuer(), "relay certificate installed");
+    }
+    let hq = admin::hq_public(&store).map_err(|_| {
+        ServeError::Identity(format!(
+            "this relay has no certificate from headquarters yet: enroll {} at headquarters with --role relay, then serve --cert FILE",
+            store.device().id()
+        ))
+    })?;
     let cert = keys::read_certificate(&dir.relay_certificate(), &hq)
         .map_err(|e| ServeError::Identity(e.to_string()))?;
     if cert.device() != store.device().id() || cert.role() != Role::Relay {
@@ -190,6 +213,13 @@ pub async fn serve(
     };
     #[cfg(unix)]
     let control = start_control(dir, &node)?;
+    let (stop_upstream, upstream) = match &opts.upstream {
+        Some(addr) => {
+            let (tx, task) = start_upstream(&node, &identity, addr).await?;
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     ready(&running);
     tracing::info!(addr = %running.addr, relay = %relay.short(), "serving");
     let limit = Arc::new(Semaphore::new(opts.max_connections));
@@ -221,10 +251,72 @@ pub async fn serve(
     }
     tracing::info!("shutting down");
     listener.close();
+    if let (Some(stop), Some(task)) = (stop_upstream, upstream) {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     node.shutdown().await;
     #[cfg(unix)]
     control.abort();
     Ok(())
+}
+
+/// An office relay's link to headquarters: one live session at a time,
+/// redialed with backoff whenever it drops.
+async fn start_upstream(
+    node: &Node,
+    identity: &Identity,
+    addr: &str,
+) -> Result<
+    (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ServeError,
+> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| ServeError::Option(format!("upstream '{addr}': {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ServeError::Option(format!(
+            "upstream '{addr}' resolves to no address"
+        )));
+    }
+    let connector = fieldsync_transport::Connector::new(
+        identity,
+        TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )?;
+    let dialer = fieldsync_node::Dialer::new(
+        node.clone(),
+        connector,
+        addrs,
+        fieldsync_node::Backoff::default(),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let logging = tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                match ev {
+                    fieldsync_node::DialEvent::Connected { addr, transport } => {
+                        tracing::info!(%addr, %transport, "upstream connected");
+                    }
+                    fieldsync_node::DialEvent::Unreachable { error } => {
+                        tracing::info!(%error, "upstream unreachable");
+                    }
+                    fieldsync_node::DialEvent::SessionEnded(o) => {
+                        tracing::info!(error = ?o.error, "upstream session ended");
+                    }
+                    _ => {}
+                }
+            }
+        });
+        dialer.run(stop_rx, ev_tx).await;
+        let _ = logging.await;
+    });
+    Ok((stop_tx, task))
 }
 
 /// Serves the control socket: each request runs on the engine thread, so

@@ -233,9 +233,16 @@ impl Server {
     /// Starts `serve --listen listen` and waits (at most 30 s) until it
     /// says it is serving.
     pub fn serve(&self, listen: &str) -> Serving {
+        self.serve_with(listen, &[])
+    }
+
+    /// Like [`Server::serve`], with more `serve` arguments (`--upstream`, `--cert`).
+    pub fn serve_with(&self, listen: &str, more: &[&str]) -> Serving {
         use std::io::{BufRead, BufReader};
+        let mut args = vec!["serve", "--listen", listen];
+        args.extend_from_slice(more);
         let mut child = self
-            .command(&["serve", "--listen", listen])
+            .command(&args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
