@@ -39,6 +39,8 @@ pub struct Node {
     events: broadcast::Sender<NodeEvent>,
     next_conn: Arc<AtomicU64>,
     device: DeviceId,
+    /// Turns true once the engine thread has ended and dropped the store.
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -57,14 +59,20 @@ impl Node {
         let (inbox, rx) = mpsc::channel(INBOX);
         let (events, _) = broadcast::channel(EVENTS);
         let engine = Engine::new(Arc::new(store), cfg, events.clone());
+        let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
         std::thread::Builder::new()
             .name("fieldsync-engine".into())
-            .spawn(move || engine.run(rx))?;
+            .spawn(move || {
+                // The engine, and with it the store, is dropped when `run` returns.
+                engine.run(rx);
+                let _ = stopped_tx.send(true);
+            })?;
         Ok(Self {
             inbox,
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
             device,
+            stopped,
         })
     }
 
@@ -94,10 +102,13 @@ impl Node {
         rx.await.map_err(|_| NodeStopped)
     }
 
-    /// Stops the engine: every session is closed (its peer is told), and
-    /// the store is dropped once the engine thread ends.
+    /// Stops the engine: what is stored is flushed, every session is
+    /// closed (its peer is told), and the store is closed; returns once the
+    /// engine thread has ended, so a process may exit right after.
     pub async fn shutdown(&self) {
         let _ = self.inbox.send(Cmd::Shutdown).await;
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// Runs a session over `conn` until it ends: the peer is the key the
