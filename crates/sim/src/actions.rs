@@ -268,6 +268,33 @@ impl World {
                 self.nodes[ix].backend.fail_after_syncs(after);
                 self.stats.power_cuts_armed += 1;
             }
+        } else if roll >= 93 && relays.len() > 1 {
+            // A field device moves: it syncs with another office, or with
+            // headquarters directly, from now on. (A revoked device stays
+            // where it was revoked: an office that has not heard of the
+            // revocation would accept its later changes.)
+            let movable: Vec<NodeIx> = devices
+                .iter()
+                .copied()
+                .filter(|&d| {
+                    self.nodes[d].role() == Role::Field && self.revoked.is_none_or(|r| r.node != d)
+                })
+                .collect();
+            if let Some(&d) = self.fault_rng.pick(&movable) {
+                let others: Vec<NodeIx> = relays
+                    .iter()
+                    .copied()
+                    .filter(|&r| Some(r) != self.nodes[d].upstream)
+                    .collect();
+                if let Some(&to) = self.fault_rng.pick(&others) {
+                    self.nodes[d].upstream = Some(to);
+                    self.stats.moves += 1;
+                    self.trace.update_note(&format!("move {d} to {to}"));
+                    self.drop_conns_of(d, true);
+                    let delay = self.fault_rng.range(200, 3_000);
+                    self.schedule_dial(d, delay);
+                }
+            }
         } else {
             let connected: Vec<NodeIx> = devices
                 .iter()

@@ -85,6 +85,8 @@ pub struct Stats {
     pub quarantined: u64,
     /// Quarantined changes headquarters released.
     pub released: u64,
+    /// Times a field device moved to another relay.
+    pub moves: u64,
     /// Whether a device was revoked.
     pub revoked: bool,
     /// Heal rounds run.
@@ -120,6 +122,7 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.quarantined += o.quarantined;
         self.released += o.released;
+        self.moves += o.moves;
         self.revoked |= o.revoked;
         self.heal_rounds += o.heal_rounds;
         self.virtual_ms += o.virtual_ms;
@@ -133,7 +136,7 @@ impl fmt::Display for Stats {
             f,
             "nodes {} (offices {}, devices {}, liaisons {}), cases {}, changes {}, frames {}, bytes {}, \
              sessions {}, link drops {}, partitions {}, crashes {} (torn {}), power cuts {}/{} armed, \
-             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {} (released {}), \
+             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {} (released {}), moves {}, \
              heal rounds {}, virtual {:.1} s, events {}",
             self.nodes,
             self.offices,
@@ -156,6 +159,7 @@ impl fmt::Display for Stats {
             self.duplicates,
             self.quarantined,
             self.released,
+            self.moves,
             self.heal_rounds,
             self.virtual_ms as f64 / 1000.0,
             self.events,
