@@ -90,6 +90,78 @@ fn envelope_case(env: &[u8]) -> Option<CaseId> {
     Some(CaseId::from_bytes(case))
 }
 
+/// What [`Filler::offer`] did with a log entry.
+enum Offer {
+    /// It is in the batch (with its case's genesis when the peer lacks it).
+    Added,
+    /// Its case is not one the peer may read.
+    Unreadable,
+    /// The batch is full; the entry waits for the next one.
+    Full,
+}
+
+/// Fills a [`LogBatch`] for a peer, entry by entry, within a byte budget.
+struct Filler {
+    /// Per case: its genesis bytes when readable, and whether the batch carries it yet.
+    seen: HashMap<CaseId, Option<(Vec<u8>, bool)>>,
+    bytes: usize,
+    peer_holds: u64,
+    max_bytes: usize,
+}
+
+impl Filler {
+    fn new(peer_holds: u64, max_bytes: usize) -> Self {
+        Self {
+            seen: HashMap::new(),
+            bytes: 0,
+            peer_holds,
+            max_bytes,
+        }
+    }
+
+    /// Offers log entry `seq` (its sealed value) to `batch`.
+    fn offer(
+        &mut self,
+        store: &Store,
+        cases: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        batch: &mut LogBatch,
+        seq: u64,
+        sealed: &[u8],
+        readable: &impl Fn(&Genesis) -> bool,
+    ) -> Result<Offer, StoreError> {
+        let envelope = store.seal.open(LOG.name(), &seq.to_be_bytes(), sealed)?;
+        let case = envelope_case(&envelope)
+            .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
+        let peer_holds = self.peer_holds;
+        let state = match self.seen.entry(case) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(
+                store
+                    .readable_genesis(cases, &case, readable)?
+                    .map(|(g, first)| (g, first <= peer_holds)),
+            ),
+        };
+        let Some((genesis, carried)) = state else {
+            return Ok(Offer::Unreadable);
+        };
+        let cost = envelope.len() + if *carried { 0 } else { genesis.len() };
+        if !batch.entries.is_empty() && self.bytes.saturating_add(cost) > self.max_bytes {
+            return Ok(Offer::Full);
+        }
+        if !*carried {
+            *carried = true;
+            batch.geneses.push((case, genesis.clone()));
+        }
+        self.bytes = self.bytes.saturating_add(cost);
+        batch.entries.push(LogEntry {
+            seq,
+            case,
+            envelope,
+        });
+        Ok(Offer::Added)
+    }
+}
+
 fn dbe(op: &'static str) -> impl Fn(redb::StorageError) -> StoreError {
     move |e| StoreError::db(op)(e.into())
 }
@@ -167,9 +239,7 @@ impl Store {
             batch.at_end = true;
             return Ok(batch);
         };
-        // Per case: its genesis bytes when readable, and whether the batch carries it yet.
-        let mut seen: HashMap<CaseId, Option<(Vec<u8>, bool)>> = HashMap::new();
-        let mut bytes = 0usize;
+        let mut filler = Filler::new(peer_holds, max_bytes);
         let mut examined = 0usize;
         for entry in log.range(first..).map_err(dbe("read log"))? {
             if batch.entries.len() >= max_changes || examined >= READ_LOG_SCAN_LIMIT {
@@ -185,37 +255,13 @@ impl Store {
                 batch.next = seq;
                 continue;
             }
-            let envelope = self.seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
-            let case = envelope_case(&envelope)
-                .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
-            let state = match seen.entry(case) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(
-                    self.readable_genesis(&cases, &case, &readable)?
-                        .map(|(g, first)| (g, first <= peer_holds)),
-                ),
-            };
-            let Some((genesis, carried)) = state else {
-                examined += 1;
-                batch.next = seq;
-                continue;
-            };
-            let cost = envelope.len() + if *carried { 0 } else { genesis.len() };
-            if !batch.entries.is_empty() && bytes.saturating_add(cost) > max_bytes {
-                break;
+            match filler.offer(self, &cases, &mut batch, seq, v.value(), &readable)? {
+                Offer::Added | Offer::Unreadable => {
+                    examined += 1;
+                    batch.next = seq;
+                }
+                Offer::Full => break,
             }
-            if !*carried {
-                *carried = true;
-                batch.geneses.push((case, genesis.clone()));
-            }
-            bytes = bytes.saturating_add(cost);
-            examined += 1;
-            batch.next = seq;
-            batch.entries.push(LogEntry {
-                seq,
-                case,
-                envelope,
-            });
         }
         batch.at_end = batch.next >= last;
         Ok(batch)
@@ -288,8 +334,7 @@ impl Store {
         seqs.retain(|&s| s <= bound);
         seqs.sort_unstable();
         seqs.dedup();
-        let mut seen: HashMap<CaseId, Option<(Vec<u8>, bool)>> = HashMap::new();
-        let mut bytes = 0usize;
+        let mut filler = Filler::new(peer_holds, max_bytes);
         let mut cut = false;
         for seq in seqs {
             if batch.entries.len() >= max_changes {
@@ -308,38 +353,20 @@ impl Store {
                     "the compartment index names log entry {seq}, which does not exist"
                 )));
             };
-            let envelope = self.seal.open(LOG.name(), &seq.to_be_bytes(), v.value())?;
-            let case = envelope_case(&envelope)
-                .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
-            let state = match seen.entry(case) {
-                Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(
-                    self.readable_genesis(&cases, &case, &|_: &Genesis| true)?
-                        .map(|(g, first)| (g, first <= peer_holds)),
-                ),
-            };
-            let Some((genesis, carried)) = state else {
-                return Err(StoreError::corrupt(format!(
-                    "log entry {seq} belongs to case {}, which has no row",
-                    case.short()
-                )));
-            };
-            let cost = envelope.len() + if *carried { 0 } else { genesis.len() };
-            if !batch.entries.is_empty() && bytes.saturating_add(cost) > max_bytes {
-                cut = true;
-                break;
+            match filler.offer(self, &cases, &mut batch, seq, v.value(), &|_: &Genesis| {
+                true
+            })? {
+                Offer::Added => batch.next = seq,
+                Offer::Unreadable => {
+                    return Err(StoreError::corrupt(format!(
+                        "log entry {seq} belongs to a case with no row"
+                    )));
+                }
+                Offer::Full => {
+                    cut = true;
+                    break;
+                }
             }
-            if !*carried {
-                *carried = true;
-                batch.geneses.push((case, genesis.clone()));
-            }
-            bytes = bytes.saturating_add(cost);
-            batch.next = seq;
-            batch.entries.push(LogEntry {
-                seq,
-                case,
-                envelope,
-            });
         }
         if !cut {
             batch.next = batch.next.max(bound);
