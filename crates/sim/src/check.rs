@@ -383,12 +383,37 @@ impl World {
                 );
             }
         }
+        // A liaison's edit whose commit failed in a power cut may still
+        // have reached the disk (a torn crash keeps part of the unsynced
+        // writes): the world never counted it as authored, yet it is a
+        // liaison's change all the same, and held back rightly unless
+        // headquarters released it.
+        let liaisons: BTreeSet<DeviceId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role() == Role::Liaison)
+            .map(|n| n.id())
+            .collect();
         for node in &self.nodes {
             let Some(store) = node.store.as_ref() else {
                 continue;
             };
+            let signers: BTreeMap<(CaseId, ChangeHash), DeviceId> = store
+                .quarantine()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|(_, e)| {
+                    let c = decode_change(&e.change).ok()?;
+                    Some(((e.case, c.payload().hash()), e.signer))
+                })
+                .collect();
             for ((case, hash), reason) in quarantined(store)? {
-                if !bad_set.contains(&(case, hash)) {
+                let by_liaison = signers
+                    .get(&(case, hash))
+                    .is_some_and(|s| liaisons.contains(s));
+                let held_rightly = bad_set.contains(&(case, hash))
+                    || (by_liaison && !self.released.contains(&(case, hash)));
+                if !held_rightly {
                     found.add(
                         Check::Authorization,
                         format!(
