@@ -17,22 +17,15 @@ use fieldsync_case::{
     CaseKind, Field, Genesis, VerifiedChange, VerifiedGenesis, decode_change, verify_genesis,
 };
 use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HqRoot, Role,
-    SecretKey, Timestamp, decode_signed, verify_batch,
+    CaseId, DeviceCertificate, HqRoot, Role, SecretKey, decode_signed, verify_batch,
 };
 use fieldsync_node::{Mode, Node, NodeConfig, now};
 use fieldsync_protocol::NodeRole;
 use fieldsync_store::{Ingest, NewCase, NewDevice, Store, StoreKind};
-use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use fieldsync_tests::net::{env_usize, issue, serve_relay};
+use fieldsync_transport::{Connector, Identity, PeerPolicy, TransportSettings};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A certificate reading and writing `compartments`.
+/// A certificate for `store`'s device reading and writing `compartments`.
 fn cert(
     hq: &HqRoot,
     store: &Store,
@@ -40,24 +33,8 @@ fn cert(
     role: Role,
     compartments: &[String],
 ) -> DeviceCertificate {
-    let general: Vec<Compartment> = compartments
-        .iter()
-        .map(|c| Compartment::new(c).unwrap())
-        .collect();
-    hq.issue(CertificateBody {
-        version: CERTIFICATE_VERSION,
-        serial,
-        issuer: hq.public(),
-        device: store.device().id(),
-        name: format!("device-{serial}"),
-        office: "rome".into(),
-        role,
-        read: general.clone(),
-        write: general,
-        not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
-        not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
-    })
-    .unwrap()
+    let names: Vec<&str> = compartments.iter().map(String::as_str).collect();
+    issue(hq, store.device().id(), serial, role, &names).unwrap()
 }
 
 /// Device `n`'s compartment: each device pushes cases no other device
@@ -138,22 +115,7 @@ async fn over_quic(
         NodeConfig::new(NodeRole::Relay, relay_cert, hq.public()),
     )
     .unwrap();
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &identity,
-        &TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .await
-    .unwrap();
-    let addr: SocketAddr = listener.local_addr();
-    let serving = relay.clone();
-    tokio::spawn(async move {
-        while let Ok(conn) = listener.accept().await {
-            let node = serving.clone();
-            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
-        }
-    });
+    let addr: SocketAddr = serve_relay(&relay, &identity).await.unwrap();
     let mut pushers = Vec::new();
     let mut nodes = Vec::new();
     for (store, c) in devices {
@@ -274,8 +236,8 @@ fn ceiling(dir: &std::path::Path, devices: &[(Store, DeviceCertificate)]) -> (Du
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let n_devices = env("INGEST_DEVICES", if quick { 20 } else { 100 });
-    let per_device = env("INGEST_CHANGES", if quick { 50 } else { 200 }).max(10);
+    let n_devices = env_usize("INGEST_DEVICES", if quick { 20 } else { 100 });
+    let per_device = env_usize("INGEST_CHANGES", if quick { 50 } else { 200 }).max(10);
     let dir = tempfile::tempdir().unwrap();
     let hq = HqRoot::from_secret(SecretKey::from_seed(&[200; 32]));
     let made = Instant::now();

@@ -24,42 +24,19 @@ use std::time::{Duration, Instant};
 use automerge::AutoCommit;
 use automerge::sync::{Message, State as AmState, SyncDoc};
 use fieldsync_case::{CaseKind, Field, decode_change};
-use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HqRoot, Role,
-    SecretKey, Timestamp,
-};
+use fieldsync_identity::{CaseId, DeviceCertificate, HqRoot, Role, SecretKey};
 use fieldsync_node::{Mode, Node, NodeConfig, now};
 use fieldsync_protocol::NodeRole;
 use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
+use fieldsync_tests::net::{env_usize, issue, serve_relay};
 use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
 
 /// Cases changed on the device while offline.
 const K: usize = 10;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A certificate reading and writing "general".
+/// A certificate for `store`'s device reading and writing "general".
 fn cert(hq: &HqRoot, store: &Store, serial: u64, role: Role) -> DeviceCertificate {
-    let general = vec![Compartment::new("general").unwrap()];
-    hq.issue(CertificateBody {
-        version: CERTIFICATE_VERSION,
-        serial,
-        issuer: hq.public(),
-        device: store.device().id(),
-        name: format!("device-{serial}"),
-        office: "rome".into(),
-        role,
-        read: general.clone(),
-        write: general,
-        not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
-        not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
-    })
-    .unwrap()
+    issue(hq, store.device().id(), serial, role, &["general"]).unwrap()
 }
 
 /// One Automerge document per case, from the store's signed envelopes.
@@ -272,22 +249,7 @@ async fn run(d: usize, history: usize) {
         NodeConfig::new(NodeRole::Relay, relay_cert, hq.public()),
     )
     .unwrap();
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &relay_identity,
-        &TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .await
-    .unwrap();
-    let addr: SocketAddr = listener.local_addr();
-    let serving = relay.clone();
-    tokio::spawn(async move {
-        while let Ok(conn) = listener.accept().await {
-            let node = serving.clone();
-            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
-        }
-    });
+    let addr: SocketAddr = serve_relay(&relay, &relay_identity).await.unwrap();
 
     // The device: D cases (in memory: its medium is not what is measured).
     let made = Instant::now();
@@ -465,8 +427,8 @@ async fn run(d: usize, history: usize) {
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let d = env("BENCH_D", if quick { 1_000 } else { 10_000 }).max(K);
-    let history = env("BENCH_HISTORY", 3);
+    let d = env_usize("BENCH_D", if quick { 1_000 } else { 10_000 }).max(K);
+    let history = env_usize("BENCH_HISTORY", 3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

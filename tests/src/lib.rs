@@ -11,6 +11,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod net;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
