@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use fieldsync_identity::{DeviceCertificate, Role};
+use fieldsync_identity::{DeviceCertificate, DeviceId, Role, decode_signed};
 use fieldsync_node::{
     Backoff, DialEvent, Dialer, Mode, Node, NodeConfig, NodeEvent, NodeEventKind,
 };
-use fieldsync_protocol::{Event, NodeRole};
+use fieldsync_protocol::{Event, NodeRole, RelayedReceiptBody};
 use fieldsync_store::Store;
 use fieldsync_transport::{Connector, Identity, PeerPolicy, TransportSettings};
 use serde::Serialize;
@@ -139,6 +139,9 @@ struct Tally {
     quarantined: usize,
     acknowledged_through: u64,
     receipts: usize,
+    /// How far a relay above the one this session is with holds this
+    /// device's log, from the receipts that relay carried down.
+    upstream_through: Option<u64>,
 }
 
 impl Tally {
@@ -152,6 +155,9 @@ impl Tally {
                 Event::Acknowledged { through, receipt } => {
                     self.acknowledged_through = self.acknowledged_through.max(*through);
                     self.receipts += usize::from(*receipt);
+                }
+                Event::RelayedReceipt { through, .. } => {
+                    self.upstream_through = self.upstream_through.max(Some(*through));
                 }
                 _ => {}
             }
@@ -233,6 +239,9 @@ pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
         } else {
             println!("  {pending_after} changes not yet acknowledged; run sync again");
         }
+        if let Some(through) = tally.upstream_through {
+            println!("  headquarters holds this device's changes through #{through} (its receipt, carried by the relay)");
+        }
         Ok(())
     })
 }
@@ -243,8 +252,9 @@ pub(crate) fn watch(store: Store) -> Result<()> {
     let e = enrollment(&store)?;
     runtime()?.block_on(async move {
         let (node, connector) = start(store, &e)?;
-        let addrs = resolve(&e.relays).await?;
-        let dialer = Dialer::new(node.clone(), connector, addrs, Backoff::default());
+        // Names are looked up at every attempt: a device that starts
+        // watching while offline finds its relays once a link appears.
+        let dialer = Dialer::resolving(node.clone(), connector, e.relays.clone(), Backoff::default());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut node_events = node.subscribe();
@@ -268,6 +278,9 @@ pub(crate) fn watch(store: Store) -> Result<()> {
                     NodeEventKind::Session(Event::Stored { report, .. }) if report.stored > 0 => {
                         println!("received {} changes", report.stored);
                     }
+                    NodeEventKind::Session(Event::RelayedReceipt { upstream, through, .. }) => {
+                        println!("relay {} holds this device's changes through #{through} (receipt carried by {})", upstream.short(), ev.peer.short());
+                    }
                     _ => {}
                 },
             }
@@ -285,10 +298,29 @@ struct RelayStatus {
     device: String,
     name: String,
     office: String,
+    headquarters: bool,
     last_contact: String,
     receipt_through: Option<u64>,
     receipt_at: Option<String>,
+    /// The relay that carried this relay's receipt down, when it did not
+    /// acknowledge to this device itself.
+    receipt_via: Option<String>,
     holds_everything: bool,
+}
+
+/// How far one tier holds this device's log.
+#[derive(Serialize)]
+struct Safe {
+    /// The relay (name) whose receipt says so.
+    relay: String,
+    /// Log position held through.
+    through: u64,
+    /// The relay's time of its durable commit.
+    at: String,
+    /// The relay that carried the receipt down, if another one did.
+    via: Option<String>,
+    /// Whether that is every change of this device's log.
+    everything: bool,
 }
 
 #[derive(Serialize)]
@@ -299,8 +331,20 @@ struct Status {
     log_head: u64,
     pending: u64,
     relays_seen: Vec<RelayStatus>,
+    /// The office relay holding the most of this device's log.
+    safe_at_office: Option<Safe>,
+    /// Headquarters' hold on this device's log, first-hand or carried
+    /// down by an office.
+    safe_at_headquarters: Option<Safe>,
     /// The latest time a relay acknowledged every change this device had.
     synced_up_to: Option<String>,
+}
+
+/// The relay that carried a receipt down, if `bytes` is a relayed receipt.
+fn carrier(bytes: &[u8]) -> Option<DeviceId> {
+    decode_signed::<RelayedReceiptBody>(bytes)
+        .ok()
+        .map(|r| DeviceId::from_public_key(r.payload().value().relay))
 }
 
 /// `status [--json]`.
@@ -309,23 +353,57 @@ pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
     let head = store.log_head()?;
     let pending = store.outbox_len()?;
     let hq = enrolled.as_ref().map(|e| *e.cert.issuer());
-    let mut relays_seen = Vec::new();
+    let mut names = std::collections::BTreeMap::new();
+    let mut relays = Vec::new();
     for (device, rec) in store.peers()? {
         let Some(hq) = hq else { break };
         let Ok(cert) = DeviceCertificate::from_bytes(&rec.certificate, &hq) else {
             continue;
         };
-        if cert.role() != Role::Relay || rec.carried_by.is_some() {
+        names.insert(device, cert.name().to_owned());
+        if cert.role() == Role::Relay {
+            relays.push((device, rec, cert));
+        }
+    }
+    let mut relays_seen = Vec::new();
+    let mut safe_at_office: Option<Safe> = None;
+    let mut safe_at_headquarters: Option<Safe> = None;
+    for (device, rec, cert) in relays {
+        let receipt = store.latest_receipt(&device)?;
+        // A relay known only from another's word shows once it holds something.
+        if rec.carried_by.is_some() && receipt.is_none() {
             continue;
         }
-        let receipt = store.latest_receipt(&device)?;
+        let via = receipt
+            .as_ref()
+            .and_then(|r| carrier(&r.bytes))
+            .map(|c| names.get(&c).cloned().unwrap_or_else(|| c.short()));
+        if let Some(r) = &receipt {
+            let safe = Safe {
+                relay: cert.name().to_owned(),
+                through: r.through,
+                at: r.at.to_string(),
+                via: via.clone(),
+                everything: r.through >= head,
+            };
+            let tier = if cert.is_headquarters_relay() {
+                &mut safe_at_headquarters
+            } else {
+                &mut safe_at_office
+            };
+            if tier.as_ref().is_none_or(|t| t.through < safe.through) {
+                *tier = Some(safe);
+            }
+        }
         relays_seen.push(RelayStatus {
             device: device.to_string(),
             name: cert.name().to_owned(),
             office: cert.body().office.clone(),
+            headquarters: cert.is_headquarters_relay(),
             last_contact: rec.last_contact.to_string(),
             receipt_through: receipt.as_ref().map(|r| r.through),
             receipt_at: receipt.as_ref().map(|r| r.at.to_string()),
+            receipt_via: via,
             holds_everything: receipt.as_ref().is_some_and(|r| r.through >= head),
         });
     }
@@ -343,6 +421,8 @@ pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
         log_head: head,
         pending,
         relays_seen,
+        safe_at_office,
+        safe_at_headquarters,
         synced_up_to,
     };
     if as_json {
@@ -367,13 +447,40 @@ pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
             (Some(t), Some(at)) => format!("holds changes through #{t} (receipt {at})"),
             _ => "no receipt yet".into(),
         };
+        let via = r
+            .receipt_via
+            .as_ref()
+            .map(|v| format!(", carried by {v}"))
+            .unwrap_or_default();
         println!(
-            "relay     {} ({}, {}): last contact {}; {held}",
+            "relay     {} ({}, {}): last contact {}; {held}{via}",
             r.name,
             &r.device[..8],
             r.office,
             r.last_contact
         );
+    }
+    for (tier, safe) in [
+        ("office", &status.safe_at_office),
+        ("headquarters", &status.safe_at_headquarters),
+    ] {
+        let line = match safe {
+            Some(s) if s.everything => format!("every change ({}, receipt {})", s.relay, s.at),
+            Some(s) => format!(
+                "changes through #{} of #{} ({}, receipt {})",
+                s.through, status.log_head, s.relay, s.at
+            ),
+            None if tier == "office" && !status.relays_seen.iter().any(|r| !r.headquarters) => {
+                "no office relay seen".into()
+            }
+            None => "nothing yet".into(),
+        };
+        let via = safe
+            .as_ref()
+            .and_then(|s| s.via.as_ref())
+            .map(|v| format!(", carried by {v}"))
+            .unwrap_or_default();
+        println!("safe at {tier:<13}{line}{via}");
     }
     match &status.synced_up_to {
         Some(t) => println!("synced    up to {t}"),

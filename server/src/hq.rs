@@ -21,8 +21,7 @@ use crate::devices;
 use crate::keys::{DataDir, FileError, write_hq_key, write_new_file};
 use crate::{now, random};
 
-/// Office written into the headquarters relay's own certificate.
-pub const HQ_OFFICE: &str = "headquarters";
+pub use fieldsync_identity::HQ_OFFICE;
 /// Compartment of a device enrolled with neither `--read` nor `--write`.
 pub const DEFAULT_COMPARTMENT: &str = "general";
 /// Certificates start an hour before they are issued, so that a device
@@ -330,9 +329,13 @@ pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, A
 }
 
 /// Revokes a device. Its work is accepted up to what this relay holds of
-/// it: the cursor of its log (its own changes carry their log position as
-/// signing counter), at incarnation 0, the incarnation of every device that
-/// was never restored from a backup.
+/// it, from any path: per incarnation, the highest signing counter of its
+/// changes in this relay's log (some reach headquarters through an office,
+/// with counters beyond what the device itself sent here), and at
+/// incarnation 0 (that of every device never restored from a backup) at
+/// least the cursor of its own log (its changes carry their log position as
+/// signing counter). So headquarters withdraws nothing it held when it
+/// revoked. Finding the counters reads the whole log, once per revocation.
 pub(crate) fn revoke(
     ctx: &AdminContext<'_>,
     query: &str,
@@ -349,15 +352,35 @@ pub(crate) fn revoke(
         });
     }
     let store = ctx.store();
-    let through = store.peer_cursor(&device)?.map_or(0, |c| c.seq);
+    let cursor = store.peer_cursor(&device)?.map_or(0, |c| c.seq);
+    let mut points = store.signed_counters(&device)?;
+    let zero = points.entry(0).or_default();
+    *zero = (*zero).max(cursor);
+    let through = *zero;
     let now = now();
     let reason = reason.unwrap_or("revoked by headquarters");
-    let entry = Revocation::new(device, now, reason).accepting(0, through);
+    let mut entry = Revocation::new(device, now, reason);
+    for (&incarnation, &counter) in &points {
+        entry = entry.accepting(incarnation, counter);
+    }
     let list = hq.revoke(previous.as_ref(), entry, now)?;
-    store.set_revocations(&list.to_bytes())?;
+    let withdrawn = store.adopt_revocations(&list, now)?;
     let label = devices::names(ctx)?.label(&device);
+    let others: String = points
+        .iter()
+        .filter(|(i, _)| **i != 0)
+        .map(|(i, c)| format!(", through counter {c} of incarnation {i}"))
+        .collect();
+    let held = if withdrawn.from_pending > 0 {
+        format!(
+            "; {} of its changes waiting here for their dependencies went to quarantine",
+            withdrawn.from_pending
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "revoked {label}: what it signed through counter {through} of incarnation 0 stands (this relay holds its log through {through}); anything later goes to quarantine\nrevocation list {} stored; relays and devices receive it when they next sync\n",
+        "revoked {label}: what it signed through counter {through} of incarnation 0{others} stands (this relay holds its log through {cursor}){held}; anything later goes to quarantine\nrevocation list {} stored; relays and devices receive it when they next sync, and withdraw what they accepted beyond it\n",
         list.sequence()
     ))
 }

@@ -157,6 +157,9 @@ pub async fn serve(
     ready: impl FnOnce(&Running),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    if let Some(addr) = &opts.upstream {
+        check_upstream(addr)?;
+    }
     let path = dir.store();
     if !path.is_file() {
         return Err(ServeError::NotInitialized(dir.root().to_owned()));
@@ -212,12 +215,23 @@ pub async fn serve(
         relay,
     };
     #[cfg(unix)]
-    let control = start_control(dir, &node)?;
-    let (stop_upstream, upstream) = match &opts.upstream {
-        Some(addr) => {
-            let (tx, task) = start_upstream(&node, &identity, addr).await?;
-            (Some(tx), Some(task))
+    let control = match start_control(dir, &node) {
+        Ok(c) => c,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
         }
+    };
+    let (stop_upstream, upstream) = match &opts.upstream {
+        Some(addr) => match start_upstream(&node, &identity, addr).await {
+            Ok((tx, task)) => (Some(tx), Some(task)),
+            Err(e) => {
+                #[cfg(unix)]
+                control.abort();
+                node.shutdown().await;
+                return Err(e);
+            }
+        },
         None => (None, None),
     };
     ready(&running);
@@ -263,6 +277,21 @@ pub async fn serve(
 
 /// An office relay's link to headquarters: one live session at a time,
 /// redialed with backoff whenever it drops.
+/// Checks an upstream address for form only: the name is looked up at every
+/// attempt, so an office that starts while headquarters' name does not
+/// resolve (the uplink is down) serves its devices and connects once it does.
+fn check_upstream(addr: &str) -> Result<(), ServeError> {
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(ServeError::Option(format!(
+            "upstream '{addr}' is not HOST:PORT"
+        )));
+    }
+    Ok(())
+}
+
 async fn start_upstream(
     node: &Node,
     identity: &Identity,
@@ -274,24 +303,15 @@ async fn start_upstream(
     ),
     ServeError,
 > {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| ServeError::Option(format!("upstream '{addr}': {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(ServeError::Option(format!(
-            "upstream '{addr}' resolves to no address"
-        )));
-    }
     let connector = fieldsync_transport::Connector::new(
         identity,
         TransportSettings::default(),
         PeerPolicy::accept_any(),
     )?;
-    let dialer = fieldsync_node::Dialer::new(
+    let dialer = fieldsync_node::Dialer::resolving(
         node.clone(),
         connector,
-        addrs,
+        vec![addr.to_owned()],
         fieldsync_node::Backoff::default(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -474,6 +474,75 @@ fn revoke_records_what_headquarters_holds() {
 }
 
 #[test]
+fn revoke_accepts_what_reached_headquarters_through_an_office() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("hq");
+    let hq = init(&data);
+    let dir = DataDir::new(&data);
+    let rome = device_store(tmp.path(), 7, "rome-1");
+    let id = rome.device().id();
+    let cert_path = tmp.path().join("rome.cert");
+    enroll(&data, &id, "R. Alvarez", "field", &cert_path).ok();
+    let cert = fieldsync_server::keys::read_certificate(&cert_path, &hq).unwrap();
+    let case = new_case(&rome, 1, "Looted stele");
+    note(&rome, &case, "seen at the port");
+    {
+        let relay = Store::open(&dir.store()).unwrap();
+        sync_into(&relay, &rome, Some(&cert));
+    }
+    // Two more notes reach headquarters through an office (whose cursor
+    // into the device's log headquarters never sees), a third does not.
+    note(&rome, &case, "crate opened");
+    note(&rome, &case, "crate resealed");
+    {
+        let relay = Store::open(&dir.store()).unwrap();
+        let batch = rome.read_log(2, 10_000, 64 << 20, |_| true).unwrap();
+        let genesis = verify_genesis(
+            decode_signed::<Genesis>(&rome.case_genesis(&case).unwrap().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let changes = batch
+            .entries
+            .iter()
+            .map(|e| decode_change(&e.envelope).unwrap().verify().unwrap())
+            .collect();
+        let office = DeviceId::from_public_key(SecretKey::from_seed(&[90; 32]).public());
+        relay
+            .ingest(
+                Ingest {
+                    cases: vec![(genesis, changes)],
+                    peer_cursor: Some((
+                        office,
+                        Cursor {
+                            epoch: [90; 16],
+                            seq: 2,
+                        },
+                    )),
+                    ..Ingest::default()
+                },
+                now(),
+            )
+            .unwrap();
+        assert_eq!(relay.peer_cursor(&id).unwrap().unwrap().seq, 2);
+    }
+    note(&rome, &case, "offline note");
+
+    let run = server(&data, &["revoke", &id.to_string()]).ok();
+    assert!(
+        run.stdout.contains("counter 4 of incarnation 0")
+            && run.stdout.contains("holds its log through 2"),
+        "{}",
+        run.stdout
+    );
+    let store = Store::open(&dir.store()).unwrap();
+    let list = RevocationList::from_bytes(&store.revocations().unwrap().unwrap(), &hq).unwrap();
+    assert_eq!(list.is_revoked(&id).unwrap().accepted_through(0), Some(4));
+    // Headquarters withdrew nothing it held when it revoked.
+    assert!(store.quarantine().unwrap().is_empty());
+    assert_eq!(store.case_envelopes(&case).unwrap().len(), 4);
+}
+
+#[test]
 fn case_views_show_what_the_agent_shows() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("hq");

@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod delay;
 pub mod net;
 
 use std::path::{Path, PathBuf};

@@ -70,19 +70,12 @@ fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     panic!("{what}: not within {within:?}");
 }
 
-#[test]
-fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let hq = Server::new(&dir.path().join("hq"));
-    hq.run(&["init", "--name", "hq-relay"]).ok();
-    let hq_serving = hq.serve("127.0.0.1:0");
-    let hq_addr = hq_serving.addr.to_string();
-
-    // The office relay: its own key, enrolled at headquarters for the relay role.
-    let office = Server::new(&dir.path().join("office"));
-    let out = office
-        .run(&["init", "--name", "office-rome", "--office"])
-        .ok();
+/// An office relay `name`: its own key (`init --office`), enrolled at `hq`
+/// for the relay role over "general". Returns it, its certificate file and
+/// its relay id.
+fn office_relay(dir: &TempDir, hq: &Server, name: &str) -> (Server, std::path::PathBuf, String) {
+    let office = Server::new(&dir.path().join(name));
+    let out = office.run(&["init", "--name", name, "--office"]).ok();
     let relay_id = out
         .stdout
         .lines()
@@ -92,13 +85,13 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
         .to_owned();
     let shown = json(&office.run(&["id", "--json"]).ok().stdout);
     assert_eq!(shown["relay"], relay_id.as_str());
-    let office_cert = dir.path().join("office.cert");
+    let cert = dir.path().join(format!("{name}.cert"));
     hq.run(&[
         "enroll",
         "--device",
         &relay_id,
         "--name",
-        "office-rome",
+        name,
         "--office",
         "rome",
         "--role",
@@ -106,9 +99,65 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
         "--read",
         "general",
         "--out",
-        office_cert.to_str().unwrap(),
+        cert.to_str().unwrap(),
     ])
     .ok();
+    (office, cert, relay_id)
+}
+
+#[test]
+fn an_office_starts_and_serves_while_headquarters_name_does_not_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = Server::new(&dir.path().join("hq"));
+    hq.run(&["init", "--name", "hq-relay"]).ok();
+    let (office, cert, _) = office_relay(&dir, &hq, "office-lagos");
+    // A malformed upstream is refused at once, with the reason.
+    let r = office.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "hq.invalid",
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("HOST:PORT"), "{}", r.stderr);
+    // `.invalid` never resolves (RFC 2606): the uplink is down from the start.
+    let serving = office.serve_with(
+        "127.0.0.1:0",
+        &[
+            "--upstream",
+            "hq.invalid:4433",
+            "--cert",
+            cert.to_str().unwrap(),
+        ],
+    );
+    let a = device(&dir, &hq, "lagos-1", &serving.addr.to_string());
+    a.run(&[
+        "case",
+        "new",
+        "--kind",
+        "criminal-investigation",
+        "--title",
+        "Port",
+    ])
+    .ok();
+    let out = a.run(&["sync"]).ok();
+    assert!(out.stdout.contains("held by the relay"), "{}", out.stdout);
+    assert!(serving.stop());
+}
+
+#[test]
+fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = Server::new(&dir.path().join("hq"));
+    hq.run(&["init", "--name", "hq-relay"]).ok();
+    let hq_serving = hq.serve("127.0.0.1:0");
+    let hq_addr = hq_serving.addr.to_string();
+
+    // The office relay: its own key, enrolled at headquarters for the relay role.
+    let (office, office_cert, relay_id) = office_relay(&dir, &hq, "office-rome");
     let serving = office.serve_with(
         "127.0.0.1:0",
         &[
@@ -167,7 +216,23 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
     assert!(serving.stop());
     let serving = office.serve(&office_addr);
     a1.run(&["case", "note", &case, "seen at the border"]).ok();
+    let noted = json(&a1.run(&["status", "--json"]).ok().stdout)["log_head"]
+        .as_u64()
+        .unwrap();
     a1.run(&["sync"]).ok();
+    // rome-1 can tell: safe at the office, not yet at headquarters.
+    let status = json(&a1.run(&["status", "--json"]).ok().stdout);
+    assert!(
+        status["safe_at_office"]["through"].as_u64().unwrap() >= noted,
+        "{status}"
+    );
+    assert_eq!(status["safe_at_office"]["relay"], "office-rome", "{status}");
+    assert!(
+        status["safe_at_headquarters"]["through"]
+            .as_u64()
+            .is_none_or(|t| t < noted),
+        "{status}"
+    );
     a2.run(&["sync"]).ok();
     assert!(
         notes(&json(
@@ -204,6 +269,31 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
     );
     let at_hq = json(&hq.run(&["case", "show", &case, "--json"]).ok().stdout);
     assert!(!notes(&at_hq).contains(&"written after the revocation".to_owned()));
+    // Headquarters' receipt travels back down through the office: rome-1
+    // now knows its note is safe at headquarters, on headquarters' signature.
+    eventually(
+        Duration::from_secs(30),
+        "headquarters' receipt reaches rome-1 through the office",
+        || {
+            a1.run(&["sync"]).ok();
+            let status = json(&a1.run(&["status", "--json"]).ok().stdout);
+            status["safe_at_headquarters"]["through"]
+                .as_u64()
+                .is_some_and(|t| t >= noted)
+        },
+    );
+    let status = json(&a1.run(&["status", "--json"]).ok().stdout);
+    assert_eq!(
+        status["safe_at_headquarters"]["via"], "office-rome",
+        "{status}"
+    );
+    assert_eq!(
+        status["safe_at_headquarters"]["relay"], "hq-relay",
+        "{status}"
+    );
+    let text = a1.run(&["status"]).ok().stdout;
+    assert!(text.contains("safe at headquarters"), "{text}");
+    assert!(text.contains("carried by office-rome"), "{text}");
     b.run(&["sync"]).ok();
     let at_b = json(&b.run(&["case", "show", &case, "--json"]).ok().stdout);
     assert!(notes(&at_b).contains(&"seen at the border".to_owned()));

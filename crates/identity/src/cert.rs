@@ -199,6 +199,9 @@ impl fmt::Debug for HqRoot {
     }
 }
 
+/// The office written into the headquarters relay's own certificate.
+pub const HQ_OFFICE: &str = "headquarters";
+
 /// A device certificate whose signature, issuer and rules have been checked.
 /// Cheap to clone (shared): sessions and maps hold many copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,6 +370,13 @@ impl DeviceCertificate {
     /// The device's role.
     pub fn role(&self) -> Role {
         self.body().role
+    }
+
+    /// Whether this is the headquarters relay's certificate: a relay
+    /// certified for the office [`HQ_OFFICE`]. Headquarters' receipts are
+    /// the ones a device counts as "safe at headquarters".
+    pub fn is_headquarters_relay(&self) -> bool {
+        self.role() == Role::Relay && self.office() == HQ_OFFICE
     }
 
     /// Whether the device may read `compartment`.

@@ -52,7 +52,7 @@ mod revocation;
 mod signed;
 
 pub use access::{Compartment, Role};
-pub use cert::{CERTIFICATE_VERSION, CertificateBody, DeviceCertificate, HqRoot};
+pub use cert::{CERTIFICATE_VERSION, CertificateBody, DeviceCertificate, HQ_OFFICE, HqRoot};
 pub use error::{
     BatchVerifyError, CertificateError, DecodeError, KeyError, NameError, RevocationError,
     VerifyError,

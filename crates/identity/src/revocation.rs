@@ -115,6 +115,21 @@ pub enum ChangeStanding {
     },
 }
 
+impl ChangeStanding {
+    /// Why a change of `author` with this standing is held back: the
+    /// quarantine reason every node gives for a change beyond its author's
+    /// revocation point (`None` for a change that stands).
+    pub fn quarantine_reason(&self, author: &DeviceId) -> Option<String> {
+        match self {
+            ChangeStanding::Good => None,
+            ChangeStanding::BeyondRevocationPoint { revoked_at, reason } => Some(format!(
+                "device {} was revoked on {revoked_at} ({reason}); this change is beyond the revocation point",
+                author.short()
+            )),
+        }
+    }
+}
+
 /// The signed content of a revocation list. Built by [`HqRoot::revoke`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationListBody {
@@ -145,6 +160,35 @@ impl Record for RevocationListBody {
 }
 
 impl RevocationListBody {
+    /// The entry of `device`, if it is revoked (see [`RevocationList::is_revoked`]).
+    pub fn is_revoked(&self, device: &DeviceId) -> Option<&Revocation> {
+        let i = self
+            .entries
+            .binary_search_by_key(device, |e| e.device)
+            .ok()?;
+        self.entries.get(i)
+    }
+
+    /// Whether a change `device` signed at `incarnation` with signing counter
+    /// `counter` still stands under this list (see [`RevocationList::change_status`]).
+    pub fn change_status(
+        &self,
+        device: &DeviceId,
+        incarnation: u32,
+        counter: u64,
+    ) -> ChangeStanding {
+        match self.is_revoked(device) {
+            None => ChangeStanding::Good,
+            Some(entry) => match entry.accepted_through(incarnation) {
+                Some(through) if counter <= through => ChangeStanding::Good,
+                _ => ChangeStanding::BeyondRevocationPoint {
+                    revoked_at: entry.revoked_at,
+                    reason: entry.reason.clone(),
+                },
+            },
+        }
+    }
+
     fn validate(&self) -> Result<(), RevocationError> {
         if self.version != REVOCATION_LIST_VERSION {
             return Err(DecodeError::UnsupportedVersion {
@@ -228,9 +272,7 @@ impl RevocationList {
 
     /// The entry of `device`, if it is revoked.
     pub fn is_revoked(&self, device: &DeviceId) -> Option<&Revocation> {
-        let entries = self.entries();
-        let i = entries.binary_search_by_key(device, |e| e.device).ok()?;
-        entries.get(i)
+        self.body().is_revoked(device)
     }
 
     /// Whether a change `device` signed at `incarnation` with signing counter
@@ -241,16 +283,7 @@ impl RevocationList {
         incarnation: u32,
         counter: u64,
     ) -> ChangeStanding {
-        match self.is_revoked(device) {
-            None => ChangeStanding::Good,
-            Some(entry) => match entry.accepted_through(incarnation) {
-                Some(through) if counter <= through => ChangeStanding::Good,
-                _ => ChangeStanding::BeyondRevocationPoint {
-                    revoked_at: entry.revoked_at,
-                    reason: entry.reason.clone(),
-                },
-            },
-        }
+        self.body().change_status(device, incarnation, counter)
     }
 }
 

@@ -77,12 +77,21 @@ pub enum DialEvent {
     },
 }
 
+/// Where a relay is: an address, or a `host:port` name looked up at each
+/// attempt (so that a node started while its resolver is out of reach, or
+/// a relay that moved, is found at a later attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Addr(SocketAddr),
+    Name(String),
+}
+
 /// Keeps a node connected to its relays.
 #[derive(Debug)]
 pub struct Dialer {
     node: Node,
     connector: Connector,
-    relays: Vec<SocketAddr>,
+    relays: Vec<Target>,
     backoff: Backoff,
 }
 
@@ -104,9 +113,53 @@ impl Dialer {
         Self {
             node,
             connector,
-            relays,
+            relays: relays.into_iter().map(Target::Addr).collect(),
             backoff,
         }
+    }
+
+    /// A dialer for `node` that tries the relays named `host:port` in
+    /// order, looking each name up again at every attempt.
+    pub fn resolving(
+        node: Node,
+        connector: Connector,
+        names: Vec<String>,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            node,
+            connector,
+            relays: names
+                .into_iter()
+                .map(|n| match n.parse() {
+                    Ok(addr) => Target::Addr(addr),
+                    Err(_) => Target::Name(n),
+                })
+                .collect(),
+            backoff,
+        }
+    }
+
+    /// The addresses of the relays, in order, as they resolve now.
+    async fn addresses(&self) -> (Vec<SocketAddr>, Option<TransportError>) {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for t in &self.relays {
+            match t {
+                Target::Addr(a) => out.push(*a),
+                Target::Name(n) => match tokio::net::lookup_host(n.as_str()).await {
+                    Ok(addrs) => out.extend(addrs),
+                    Err(e) => {
+                        tracing::info!(relay = %n, error = %e, "cannot resolve");
+                        failed = Some(TransportError::Resolve {
+                            name: n.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                },
+            }
+        }
+        (out, failed)
     }
 
     /// The connector (for migration: [`Connector::rebind`]).
@@ -119,8 +172,8 @@ impl Dialer {
         &self,
         events: Option<&mpsc::UnboundedSender<DialEvent>>,
     ) -> Result<(SocketAddr, Connection), TransportError> {
-        let mut last = None;
-        for &addr in &self.relays {
+        let (addrs, mut last) = self.addresses().await;
+        for addr in addrs {
             if let Some(tx) = events {
                 let _ = tx.send(DialEvent::Connecting { addr });
             }

@@ -188,6 +188,9 @@ pub struct Engine {
     unflushed: bool,
     /// Frames that wait for the next flush (they may acknowledge what it makes durable).
     held: Vec<(mpsc::UnboundedSender<Out>, Out)>,
+    /// A relay above this node acknowledged more of its log since the
+    /// sessions were last told (they carry its receipt down to their peers).
+    upstream_advanced: bool,
 }
 
 impl Engine {
@@ -210,6 +213,7 @@ impl Engine {
             events,
             unflushed: false,
             held: Vec::new(),
+            upstream_advanced: false,
         }
     }
 
@@ -242,6 +246,8 @@ impl Engine {
                 }
                 next = inbox.try_recv().ok();
             }
+            // Once per round of input, however many receipts arrived in it.
+            self.relay_upstream_receipts();
             self.flush();
         }
         self.flush();
@@ -414,6 +420,7 @@ impl Engine {
                         }
                     }
                     Event::RevocationsUpdated { .. } => revocations = true,
+                    Event::Acknowledged { receipt: true, .. } => self.upstream_advanced = true,
                     _ => {}
                 }
                 events.push(NodeEventKind::Session(ev));
@@ -494,13 +501,44 @@ impl Engine {
         }
     }
 
-    /// Adopts `list` if it is newer than the one in force: stores it, and
-    /// every session passes it on (and ends if its peer is now revoked).
+    /// A relay above this one acknowledged more of this node's log: every
+    /// session tells its peer how much of the peer's log that covers.
+    fn relay_upstream_receipts(&mut self) {
+        if !std::mem::take(&mut self.upstream_advanced) || self.cfg.role != NodeRole::Relay {
+            return;
+        }
+        let receipts = match self.store.receipts() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "reading receipts");
+                return;
+            }
+        };
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(live) = self.conns.get_mut(&id)
+                && let Err(e) = live
+                    .session
+                    .handle_upstream_receipts(&self.store, &receipts)
+            {
+                live.error.get_or_insert_with(|| describe(&e));
+            }
+            self.drain(id);
+        }
+    }
+
+    /// Adopts `list` if it is newer than the one in force: stores it
+    /// (withdrawing what it puts beyond a newly revoked device's revocation
+    /// point, [`Store::adopt_revocations`]), and every session passes it on
+    /// (and ends if its peer is now revoked).
     pub fn adopt_revocations(&mut self, list: RevocationList) -> Result<bool, SessionError> {
         if !self.authority.adopt(list.clone()) {
             return Ok(false);
         }
-        self.store.set_revocations(&list.to_bytes())?;
+        // Stored together with the withdrawal of what this node holds beyond
+        // a newly revoked device's revocation point (nothing when a session
+        // stored this list already).
+        self.store.adopt_revocations(&list, now())?;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(live) = self.conns.get_mut(&id)

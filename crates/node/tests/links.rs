@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use fieldsync_case::{CaseKind, Field};
 use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HqRoot,
-    Revocation, Role, SecretKey, Timestamp,
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HQ_OFFICE,
+    HqRoot, Revocation, Role, SecretKey, Timestamp,
 };
 use fieldsync_node::{Mode, Node, NodeConfig, NodeEventKind, now};
 use fieldsync_protocol::{Event, NodeRole};
@@ -22,7 +22,13 @@ struct Peer {
     cert: DeviceCertificate,
 }
 
-fn issue(hq: &HqRoot, store: &Store, serial: u64, role: Role) -> DeviceCertificate {
+fn issue_at(
+    hq: &HqRoot,
+    store: &Store,
+    serial: u64,
+    role: Role,
+    office: &str,
+) -> DeviceCertificate {
     let general = vec![Compartment::new("general").unwrap()];
     let write = if role == Role::Liaison {
         vec![]
@@ -35,7 +41,7 @@ fn issue(hq: &HqRoot, store: &Store, serial: u64, role: Role) -> DeviceCertifica
         issuer: hq.public(),
         device: store.device().id(),
         name: format!("node-{serial}"),
-        office: "rome".into(),
+        office: office.into(),
         role,
         read: general,
         write,
@@ -46,6 +52,10 @@ fn issue(hq: &HqRoot, store: &Store, serial: u64, role: Role) -> DeviceCertifica
 }
 
 fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role) -> Peer {
+    peer_at(dir, hq, seed, role, "rome")
+}
+
+fn peer_at(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, office: &str) -> Peer {
     let kind = if role == Role::Relay {
         StoreKind::Relay
     } else {
@@ -62,7 +72,7 @@ fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role) -> Peer {
         },
     )
     .unwrap();
-    let cert = issue(hq, &store, u64::from(seed), role);
+    let cert = issue_at(hq, &store, u64::from(seed), role, office);
     let node_role = if role == Role::Relay {
         NodeRole::Relay
     } else {
@@ -256,4 +266,66 @@ async fn a_revoked_device_is_told_it_is_revoked() {
         error.contains("revoked") && error.contains("lost at the airport"),
         "{error}"
     );
+}
+
+/// Opens a live session from `p` to `addr` in the background.
+async fn live(p: &Peer, addr: SocketAddr) -> tokio::task::JoinHandle<fieldsync_node::ConnOutcome> {
+    let conn = connector(p).connect(addr).await.unwrap();
+    let node = p.node.clone();
+    tokio::spawn(async move { node.run_connection(conn, Mode::Live).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headquarters_receipt_reaches_a_live_device_through_its_office() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HqRoot::from_secret(SecretKey::from_seed(&[202; 32]));
+    let hq = peer_at(&dir, &root, 1, Role::Relay, HQ_OFFICE);
+    let office = peer(&dir, &root, 2, Role::Relay);
+    let a = peer(&dir, &root, 3, Role::Field);
+    let hq_addr = serve(&hq).await;
+    let office_addr = serve(&office).await;
+    let uplink = live(&office, hq_addr).await;
+    let mut events = a.node.subscribe();
+    let session = live(&a, office_addr).await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !matches!(events.recv().await.unwrap().kind, NodeEventKind::Synced) {}
+    })
+    .await
+    .expect("a synced with its office");
+
+    // An edit while everything is connected: it travels up, and
+    // headquarters' receipt comes back down through the office, live.
+    let case = new_case(&a, 1, "Ledger").await;
+    let head = a
+        .node
+        .with_engine(|e| e.store().log_head().unwrap())
+        .await
+        .unwrap();
+    assert!(head > 0);
+    let (upstream, by) = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if let NodeEventKind::Session(Event::RelayedReceipt { upstream, through }) = ev.kind
+                && through >= head
+            {
+                return (upstream, ev.peer);
+            }
+        }
+    })
+    .await
+    .expect("headquarters' receipt reached the device through the office");
+    assert_eq!(upstream, hq.cert.device());
+    assert_eq!(by, office.cert.device());
+    let kept = a
+        .node
+        .with_engine(move |e| e.store().latest_receipt(&upstream).unwrap())
+        .await
+        .unwrap()
+        .expect("kept");
+    assert!(kept.through >= head);
+    assert_eq!(title(&hq, case).await.as_deref(), Some("Ledger"));
+    for n in [&a.node, &office.node, &hq.node] {
+        n.shutdown().await;
+    }
+    let _ = (session.await, uplink.await);
 }

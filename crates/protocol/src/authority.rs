@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use fieldsync_case::{ChangePayload, Genesis, VerifiedChange};
 use fieldsync_identity::{
-    ActorBinding, ChangeStanding, Compartment, DeviceCertificate, DeviceId, PublicKey,
-    RevocationList, Timestamp,
+    ActorBinding, Compartment, DeviceCertificate, DeviceId, PublicKey, RevocationList, Timestamp,
 };
 
 use crate::error::SessionError;
@@ -118,13 +117,13 @@ impl Authority {
         }
         if let Some(list) = &self.revocations {
             let incarnation = p.actor().map_or(0, |a: ActorBinding| a.incarnation);
-            if let ChangeStanding::BeyondRevocationPoint { revoked_at, reason } =
-                list.change_status(&author, incarnation, p.counter())
+            // The same reason a node gives when it withdraws a change it
+            // stored before it learned of the revocation.
+            if let Some(reason) = list
+                .change_status(&author, incarnation, p.counter())
+                .quarantine_reason(&author)
             {
-                return Err(format!(
-                    "device {} was revoked on {revoked_at} ({reason}); this change is beyond the revocation point",
-                    author.short()
-                ));
+                return Err(reason);
             }
         }
         Ok(())

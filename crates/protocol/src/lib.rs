@@ -20,7 +20,9 @@ mod wire;
 pub use authority::Authority;
 pub use error::SessionError;
 pub use receipt::{
-    RECEIPT_VERSION, Receipt, ReceiptBody, ReceiptError, encode_receipt, verify_receipt,
+    RECEIPT_VERSION, RELAYED_RECEIPT_VERSION, Receipt, ReceiptBody, ReceiptError, RelayedReceipt,
+    RelayedReceiptBody, encode_receipt, encode_relayed_receipt, verify_receipt,
+    verify_relayed_receipt,
 };
 pub use release::{
     MAX_RELEASE_REASON, RELEASE_VERSION, Release, ReleaseBody, apply_release, encode_release,
@@ -30,5 +32,5 @@ pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, Session, SessionConfig};
 pub use wire::{
     Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, MAX_FRAME_LEN,
     MAX_REASON_LEN, MAX_REPAIR_CASES, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION,
-    REPAIR_BUCKETS, RepairDigest, RepairHeads, WireCursor, WireError,
+    RELAYED_SINCE, REPAIR_BUCKETS, RepairDigest, RepairHeads, WireCursor, WireError,
 };

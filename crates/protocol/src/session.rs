@@ -31,13 +31,16 @@ use fieldsync_store::{
 
 use crate::authority::Authority;
 use crate::error::SessionError;
-use crate::receipt::{RECEIPT_VERSION, ReceiptBody, ReceiptError, encode_receipt, verify_receipt};
+use crate::receipt::{
+    RECEIPT_VERSION, RELAYED_RECEIPT_VERSION, ReceiptBody, ReceiptError, RelayedReceiptBody,
+    encode_receipt, encode_relayed_receipt, verify_receipt, verify_relayed_receipt,
+};
 use crate::release::{ReleaseBody, verify_release};
 use crate::repair;
 use crate::wire::{
     Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
-    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, REPAIR_BUCKETS, RepairDigest,
-    RepairHeads, WireCursor,
+    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, RELAYED_SINCE, REPAIR_BUCKETS,
+    RepairDigest, RepairHeads, WireCursor,
 };
 
 /// Batches sent and not yet acknowledged, at most.
@@ -90,6 +93,13 @@ pub enum Event {
         /// Whether a signed receipt came with it (always, from a relay).
         receipt: bool,
     },
+    /// The peer carried down a receipt of a relay above it.
+    RelayedReceipt {
+        /// The relay that holds our changes (headquarters, usually).
+        upstream: DeviceId,
+        /// Our log position it holds through (the session's peer carried it).
+        through: u64,
+    },
     /// The peer has sent us its whole log (as far as we may read it).
     PeerCaughtUp {
         /// The peer's log head at that moment.
@@ -128,6 +138,8 @@ struct Peer {
     cert: DeviceCertificate,
     epoch: [u8; 16],
     last_through: u64,
+    /// The protocol version the peer speaks.
+    version: u16,
 }
 
 /// One sync session with one peer.
@@ -142,7 +154,10 @@ pub struct Session {
     peer: Option<Peer>,
     my_epoch: [u8; 16],
     send_next: u64,
-    in_flight: VecDeque<u64>,
+    /// Batches sent and not acknowledged: the position each brings the peer
+    /// to, and whether it carried anything (a batch that only moves the
+    /// peer's cursor past what it may not read or sent us needs no receipt).
+    in_flight: VecDeque<(u64, bool)>,
     sent_certs: BTreeSet<DeviceId>,
     certs: BTreeMap<DeviceId, DeviceCertificate>,
     sent_caught_up: bool,
@@ -161,6 +176,9 @@ pub struct Session {
     resume_acked: bool,
     /// The cursor into the peer's log our Hello announced.
     announced: Option<WireCursor>,
+    /// Per upstream relay, the position of the peer's log through which
+    /// this session has told the peer that relay holds it.
+    relayed_sent: BTreeMap<DeviceId, u64>,
 }
 
 /// The signing counter of a change envelope, read from its header.
@@ -302,6 +320,7 @@ impl Session {
             sent_geneses: BTreeSet::new(),
             resume_acked: false,
             announced: want,
+            relayed_sent: BTreeMap::new(),
         };
         s.send(&Message::Hello(hello));
         Ok(s)
@@ -415,6 +434,21 @@ impl Session {
         Ok(())
     }
 
+    /// A relay above this one acknowledged more of our log (`receipts`: the
+    /// receipt held from each relay, [`Store::receipts`]): tell the peer how
+    /// much of *its* log that now covers, if more than it was told.
+    pub fn handle_upstream_receipts(
+        &mut self,
+        store: &Store,
+        receipts: &[StoredReceipt],
+    ) -> Result<(), SessionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.relay_receipts(store, receipts)
+            .map_err(|e| self.fail(e))
+    }
+
     /// New changes were stored locally: forward them if the peer is caught up.
     pub fn handle_log_grew(&mut self, store: &Store, now: Timestamp) -> Result<(), SessionError> {
         if self.state != State::Open {
@@ -471,6 +505,7 @@ impl Session {
             (State::Open, Message::RepairHeads(h)) => self.on_repair_heads(store, h, now),
             (State::Open, Message::RepairOffer(h)) => self.on_repair_offer(store, h),
             (State::Open, Message::RepairNeed(h)) => self.on_repair_need(store, h, now),
+            (State::Open, Message::Relayed(bytes)) => self.on_relayed(store, &bytes, now),
             (state, msg) => Err(SessionError::Protocol(format!(
                 "unexpected {} while {state:?}",
                 match msg {
@@ -483,6 +518,7 @@ impl Session {
                     Message::RepairHeads(_) => "repair heads",
                     Message::RepairOffer(_) => "repair offer",
                     Message::RepairNeed(_) => "repair need",
+                    Message::Relayed(_) => "relayed receipt",
                     Message::Close { .. } => "close",
                 }
             ))),
@@ -553,6 +589,7 @@ impl Session {
             cert,
             epoch: h.epoch,
             last_through: 0,
+            version: h.version,
         });
         self.state = State::Open;
         // A relay that already holds part of the peer's log says so at once,
@@ -579,6 +616,8 @@ impl Session {
             let bytes = list.to_bytes();
             self.send(&Message::Revocations(bytes));
         }
+        let upstream = store.receipts()?;
+        self.relay_receipts(store, &upstream)?;
         if repair {
             let peer_cert = self.certs.get(&self.expected_peer).cloned();
             let mine = match &peer_cert {
@@ -885,7 +924,9 @@ impl Session {
     }
 
     fn send_batch(&mut self, b: Batch) {
-        self.in_flight.push_back(b.through);
+        // A device needs a receipt for every batch (see `on_batch`).
+        let vouched = !b.is_empty() || self.cfg.role == NodeRole::Device;
+        self.in_flight.push_back((b.through, vouched));
         self.send(&Message::Batch(b));
     }
 
@@ -998,9 +1039,17 @@ impl Session {
         if let Some(p) = self.peer.as_mut() {
             p.last_through = b.through;
         }
+        // A batch that only moved our cursor in a relay's log holds nothing
+        // to vouch for: a relay that speaks version 2 takes its
+        // acknowledgement without a receipt (headquarters sends an office
+        // one after each change the office forwards, so this saves the
+        // office a signed receipt per change on its uplink). A device always
+        // gets one: its receipts say how far its whole log is held.
+        let vouch =
+            !b.is_empty() || peer.cert.role() != Role::Relay || peer.version < RELAYED_SINCE;
         let receipt = match self.cfg.role {
-            NodeRole::Relay => Some(self.receipt(store, &peer, b.through, now)?),
-            NodeRole::Device => None,
+            NodeRole::Relay if vouch => Some(self.receipt(store, &peer, b.through, now)?),
+            _ => None,
         };
         self.send(&Message::Ack(Ack {
             through: b.through,
@@ -1070,15 +1119,21 @@ impl Session {
             {
                 verdict = Ok(());
             }
-            if let Err(reason) = &verdict
-                && let Some((release, bytes)) = carried.get(&(case, change.payload().hash()))
-            {
-                verdict = match auth.check_release(release, g, &change, &self.certs) {
-                    Ok(()) => {
+            // A valid release is kept with its change even where the change
+            // needed none: it takes the change out of this node's quarantine
+            // (one withdrawn here as depending on a change since released)
+            // and travels on with it.
+            if let Some((release, bytes)) = carried.get(&(case, change.payload().hash())) {
+                let checked = auth.check_release(release, g, &change, &self.certs);
+                verdict = match (verdict, checked) {
+                    (_, Ok(())) => {
                         releases.push((case, change.payload().hash(), bytes.clone()));
                         Ok(())
                     }
-                    Err(why) => Err(format!("{reason}; its release was refused: {why}")),
+                    (Err(reason), Err(why)) => {
+                        Err(format!("{reason}; its release was refused: {why}"))
+                    }
+                    (Ok(()), Err(_)) => Ok(()),
                 };
             }
             match verdict {
@@ -1131,6 +1186,126 @@ impl Session {
         Ok(encode_receipt(signed.as_signed()))
     }
 
+    /// Sends the peer, for each relay above this one that holds part of our
+    /// log, a relayed receipt saying how far that covers the peer's log,
+    /// when it covers more than this session said before. Relays only, to
+    /// device peers that speak [`RELAYED_SINCE`].
+    fn relay_receipts(
+        &mut self,
+        store: &Store,
+        receipts: &[StoredReceipt],
+    ) -> Result<(), SessionError> {
+        let Some(peer) = self.peer.clone() else {
+            return Ok(());
+        };
+        // Devices only: a relay's receipts are all first-hand, so what it
+        // carries down is always a receipt the relay above signed for it.
+        if self.cfg.role != NodeRole::Relay
+            || peer.cert.role() == Role::Relay
+            || peer.version < RELAYED_SINCE
+        {
+            return Ok(());
+        }
+        let peer_device = peer.cert.device();
+        for r in receipts {
+            if r.relay == peer_device {
+                continue;
+            }
+            let Some(through) = store.custody_through(&peer_device, peer.epoch, r.through)? else {
+                continue;
+            };
+            let sent = self.relayed_sent.get(&r.relay).copied();
+            if through <= sent.unwrap_or(0) {
+                continue;
+            }
+            // The certificate travels with the first one of the session.
+            let upstream_certificate = match sent {
+                Some(_) => Vec::new(),
+                None => match store.peer(&r.relay)? {
+                    Some(upstream) => upstream.certificate,
+                    None => continue,
+                },
+            };
+            let body = Encoded::new(RelayedReceiptBody {
+                version: RELAYED_RECEIPT_VERSION,
+                relay: *self.cfg.certificate.device().public_key(),
+                device: peer_device,
+                epoch: peer.epoch,
+                through,
+                upstream_certificate,
+                upstream_receipt: r.bytes.clone(),
+            })
+            .map_err(|e| SessionError::Protocol(format!("relayed receipt: {e}")))?;
+            let signed = store.sign(body)?;
+            self.send(&Message::Relayed(encode_relayed_receipt(
+                signed.as_signed(),
+            )));
+            self.relayed_sent.insert(r.relay, through);
+        }
+        Ok(())
+    }
+
+    /// A relay carried down the receipt of a relay above it: keep it (it
+    /// is how this node knows its changes are safe at headquarters).
+    fn on_relayed(
+        &mut self,
+        store: &Store,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        let Some(peer) = self.peer.clone() else {
+            return Err(SessionError::Protocol(
+                "relayed receipt before hello".into(),
+            ));
+        };
+        if peer.cert.role() != Role::Relay || self.cfg.role != NodeRole::Device {
+            return Err(SessionError::Protocol(
+                "only a relay carries receipts down, and only to a device".into(),
+            ));
+        }
+        let me = self.cfg.certificate.device();
+        let known = |relay: &DeviceId| store.peer(relay).ok().flatten().map(|p| p.certificate);
+        let r = verify_relayed_receipt(
+            bytes,
+            &self.cfg.authority,
+            &peer.cert,
+            me,
+            self.my_epoch,
+            now,
+            known,
+        )?;
+        let head = store.log_head()?;
+        if r.through > head {
+            return Err(ReceiptError::Mismatch(format!(
+                "relayed receipt through {} beyond this log's head {head}",
+                r.through
+            ))
+            .into());
+        }
+        let upstream = r.upstream.device();
+        if store.peer(&upstream)?.is_none() {
+            store.record_peer(
+                &upstream,
+                &PeerRecord {
+                    certificate: r.upstream.to_bytes(),
+                    last_contact: r.at,
+                    carried_by: Some(peer.cert.device()),
+                },
+            )?;
+        }
+        store.store_relayed_receipt(&StoredReceipt {
+            relay: upstream,
+            through: r.through,
+            at: r.at,
+            bytes: bytes.to_vec(),
+        })?;
+        self.events.push_back(Event::RelayedReceipt {
+            upstream,
+            through: r.through,
+        });
+        Ok(())
+    }
+
     fn on_ack(&mut self, store: &Store, a: Ack, now: Timestamp) -> Result<(), SessionError> {
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("ack before hello".into()));
@@ -1138,7 +1313,7 @@ impl Session {
         // Besides acknowledgements of batches in flight, a relay may
         // acknowledge once, at the start, the position its Hello said it holds.
         let resumed = !self.resume_acked && a.through > 0 && a.through == self.peer_holds;
-        if !self.in_flight.contains(&a.through) && !resumed {
+        if !self.in_flight.iter().any(|&(t, _)| t == a.through) && !resumed {
             return Err(SessionError::Protocol(format!(
                 "ack for position {} that was not sent",
                 a.through
@@ -1147,7 +1322,12 @@ impl Session {
         if resumed {
             self.resume_acked = true;
         }
-        while self.in_flight.front().is_some_and(|&t| t <= a.through) {
+        // Whether the acknowledgement covers anything that needs a receipt.
+        let mut vouches = resumed;
+        while let Some(&(t, carried)) = self.in_flight.front()
+            && t <= a.through
+        {
+            vouches |= carried;
             self.in_flight.pop_front();
         }
         let has_receipt = a.receipt.is_some();
@@ -1175,9 +1355,9 @@ impl Session {
                     bytes: bytes.clone(),
                 })?;
             }
-            (None, Role::Relay) => {
+            (None, Role::Relay) if vouches => {
                 return Err(SessionError::Protocol(
-                    "a relay acknowledged without a signed receipt".into(),
+                    "a relay acknowledged changes without a signed receipt".into(),
                 ));
             }
             _ => store.set_peer_ack(&peer.cert.device(), a.through)?,
@@ -1198,8 +1378,10 @@ impl Session {
         let list = RevocationList::from_bytes(bytes, self.cfg.authority.hq())
             .map_err(|e| SessionError::Forgery(format!("revocation list: {e}")))?;
         let sequence = list.sequence();
-        if self.cfg.authority.adopt(list) {
-            store.set_revocations(bytes)?;
+        if self.cfg.authority.adopt(list.clone()) {
+            // Stored together with the withdrawal of what this node holds
+            // beyond a newly revoked device's revocation point.
+            store.adopt_revocations(&list, now)?;
             self.events
                 .push_back(Event::RevocationsUpdated { sequence });
             if let Some(peer) = &self.peer {

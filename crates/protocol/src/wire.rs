@@ -7,8 +7,11 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Version 2 added
+/// [`Message::Relayed`], sent only to peers that speak it.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The first protocol version with [`Message::Relayed`].
+pub const RELAYED_SINCE: u16 = 2;
 /// The oldest protocol version this build accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Largest frame accepted or sent, in bytes (length prefix excluded).
@@ -81,7 +84,8 @@ pub struct Batch {
 pub struct Ack {
     /// The sender's log position acknowledged.
     pub through: u64,
-    /// A relay's signed receipt for it (relays always send one).
+    /// A relay's signed receipt for it (relays send one unless every batch
+    /// acknowledged carried nothing, to a peer of version 2 or later).
     pub receipt: Option<Vec<u8>>,
 }
 
@@ -155,6 +159,11 @@ pub enum Message {
     /// Repair: for each offered case whose heads it does not all hold, every
     /// change hash the receiver holds of it.
     RepairNeed(RepairHeads),
+    /// A receipt of the relay above the sender (headquarters), carried
+    /// down: a signed `RelayedReceiptBody` saying how far it covers the
+    /// receiver's log. Only relays send it, only to devices (protocol
+    /// version 2 and later).
+    Relayed(Vec<u8>),
     /// The sender ends the session.
     Close {
         /// Why.
@@ -210,6 +219,7 @@ const T_REPAIR_DIGEST: u8 = 7;
 const T_REPAIR_HEADS: u8 = 8;
 const T_REPAIR_OFFER: u8 = 9;
 const T_REPAIR_NEED: u8 = 10;
+const T_RELAYED: u8 = 11;
 
 #[derive(Serialize, Deserialize)]
 struct CloseBody {
@@ -218,6 +228,15 @@ struct CloseBody {
 }
 
 impl Batch {
+    /// Whether the batch carries nothing but a new position (it moves the
+    /// receiver's cursor past entries it may not read or sent itself).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.geneses.is_empty()
+            && self.certificates.is_empty()
+            && self.releases.is_empty()
+    }
+
     /// Bytes of payload the batch carries.
     pub fn payload_len(&self) -> usize {
         self.certificates
@@ -294,6 +313,7 @@ impl Message {
             Message::RepairHeads(h) => body(T_REPAIR_HEADS, h),
             Message::RepairOffer(h) => body(T_REPAIR_OFFER, h),
             Message::RepairNeed(h) => body(T_REPAIR_NEED, h),
+            Message::Relayed(r) => body(T_RELAYED, r),
             Message::Close { code, reason } => {
                 let mut reason = reason.clone();
                 if reason.len() > MAX_REASON_LEN {
@@ -342,6 +362,7 @@ impl Message {
             T_REPAIR_HEADS => Message::RepairHeads(repair_heads("repair heads", rest)?),
             T_REPAIR_OFFER => Message::RepairOffer(repair_heads("repair offer", rest)?),
             T_REPAIR_NEED => Message::RepairNeed(repair_heads("repair need", rest)?),
+            T_RELAYED => Message::Relayed(parse("relayed receipt", rest)?),
             T_CLOSE => {
                 let c: CloseBody = parse("close", rest)?;
                 if c.reason.len() > MAX_REASON_LEN {
@@ -470,6 +491,7 @@ mod tests {
                 differing: vec![],
                 cases: vec![([3; 16], vec![[5; 32]; 3])],
             }),
+            Message::Relayed(vec![9; 40]),
             Message::Close {
                 code: CloseCode::Forgery,
                 reason: "bad signature".into(),

@@ -4,12 +4,13 @@
 
 use fieldsync_case::{CaseKind, Field, decode_change};
 use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, DeviceId, HqRoot,
-    Revocation, Role, SecretKey, Timestamp,
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, DeviceId,
+    Encoded, HQ_OFFICE, HqRoot, Revocation, Role, SecretKey, Timestamp,
 };
 use fieldsync_protocol::{
-    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Message, NodeRole, Session, SessionConfig,
-    SessionError, apply_release, encode_release, release_body,
+    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Message, NodeRole, RELAYED_RECEIPT_VERSION,
+    RelayedReceiptBody, Session, SessionConfig, SessionError, apply_release,
+    encode_relayed_receipt, encode_release, release_body,
 };
 use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
@@ -56,6 +57,18 @@ impl World {
     }
 
     fn node(&mut self, seed: u8, name: &str, role: Role, read: &[&str], write: &[&str]) -> Node {
+        self.node_at(seed, name, "rome", role, read, write)
+    }
+
+    fn node_at(
+        &mut self,
+        seed: u8,
+        name: &str,
+        office: &str,
+        role: Role,
+        read: &[&str],
+        write: &[&str],
+    ) -> Node {
         let kind = if role == Role::Relay {
             StoreKind::Relay
         } else {
@@ -83,7 +96,7 @@ impl World {
                 issuer: self.hq.public(),
                 device: store.device().id(),
                 name: name.into(),
-                office: "rome".into(),
+                office: office.into(),
                 role,
                 read: c(read),
                 write: c(write),
@@ -796,4 +809,128 @@ fn a_device_whose_acknowledgement_was_lost_learns_at_the_next_session() {
         traffic.a_to_b < 1_500,
         "no change was sent again: {traffic:?}"
     );
+}
+
+/// Opens a session between `a` and `b`, lets it settle, then hands `a`
+/// `frame` as if `b` had sent it; returns `a`'s verdict.
+fn feed_forged(a: &Node, b: &Node, frame: Vec<u8>, now: Timestamp) -> Result<(), SessionError> {
+    let mut sa = Session::new(a.config(), &a.store, b.id(), now).unwrap();
+    let mut sb = Session::new(b.config(), &b.store, a.id(), now).unwrap();
+    settle(a, &mut sa, b, &mut sb, now);
+    sa.handle_input(&a.store, &frame, now)
+}
+
+#[test]
+fn an_office_carries_headquarters_receipt_down_to_its_devices() {
+    let mut w = World::new();
+    let hq = w.node_at(1, "hq", HQ_OFFICE, Role::Relay, &["general"], &["general"]);
+    let office = w.node(2, "rome-office", Role::Relay, &["general"], &["general"]);
+    let a = w.node(3, "a", Role::Field, &["general"], &["general"]);
+    let b = w.node(4, "b", Role::Field, &["general"], &["general"]);
+    let c = new_case(&a, 1, "general", "Ledger");
+    a.store
+        .edit_case(&c, t(2), "n", |d| d.add_note(a.id(), t(2), "first"))
+        .unwrap();
+    let first = a.store.log_head().unwrap();
+
+    // The uplink is down: the office holds a's changes, headquarters does not.
+    let (_, ev, _, ok) = sync(&a, &office, t(3));
+    ok.unwrap();
+    assert!(!ev.iter().any(|e| matches!(e, Event::RelayedReceipt { .. })));
+    assert_eq!(
+        a.store
+            .latest_receipt(&office.id())
+            .unwrap()
+            .unwrap()
+            .through,
+        first
+    );
+    assert!(a.store.latest_receipt(&hq.id()).unwrap().is_none());
+
+    // The uplink returns; at the device's next session the office carries
+    // headquarters' receipt down.
+    let (_, _, at_hq, ok) = sync(&office, &hq, t(4));
+    ok.unwrap();
+    // Headquarters moves the office's cursor past the changes the office
+    // sent it with a batch that carries nothing: acknowledged, no receipt.
+    assert!(
+        at_hq
+            .iter()
+            .any(|e| matches!(e, Event::Acknowledged { receipt: false, .. })),
+        "{at_hq:?}"
+    );
+    a.store
+        .edit_case(&c, t(5), "n", |d| d.add_note(a.id(), t(5), "second"))
+        .unwrap();
+    let (_, ev, _, ok) = sync(&a, &office, t(6));
+    ok.unwrap();
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::RelayedReceipt { upstream, through }
+            if *upstream == hq.id() && *through == first
+    )));
+    let at_hq = a.store.latest_receipt(&hq.id()).unwrap().unwrap();
+    assert_eq!(
+        at_hq.through, first,
+        "the second note has not reached headquarters"
+    );
+    assert_eq!(
+        a.store.peer_ack(&hq.id()).unwrap(),
+        0,
+        "headquarters acknowledged nothing to the device itself"
+    );
+    assert_eq!(
+        a.store.peer(&hq.id()).unwrap().unwrap().carried_by,
+        Some(office.id()),
+        "the device learns headquarters' certificate from the office"
+    );
+    sync(&office, &hq, t(7)).3.unwrap();
+    sync(&a, &office, t(8)).3.unwrap();
+    assert_eq!(
+        a.store.latest_receipt(&hq.id()).unwrap().unwrap().through,
+        a.store.log_head().unwrap()
+    );
+
+    // An office cannot claim more than headquarters' receipt says: a
+    // receipt headquarters gave another device, or a position beyond the
+    // device's log, is refused with the reason and changes nothing.
+    new_case(&b, 2, "general", "Other");
+    sync(&b, &hq, t(9)).3.unwrap();
+    let held = a.store.latest_receipt(&hq.id()).unwrap().unwrap();
+    let hq_cert = hq.cert.to_bytes();
+    let forge = |through: u64, upstream_receipt: Vec<u8>| {
+        let body = Encoded::new(RelayedReceiptBody {
+            version: RELAYED_RECEIPT_VERSION,
+            relay: *office.cert.device().public_key(),
+            device: a.id(),
+            epoch: a.store.epoch().unwrap(),
+            through,
+            upstream_certificate: hq_cert.clone(),
+            upstream_receipt,
+        })
+        .unwrap();
+        let signed = office.store.sign(body).unwrap();
+        Message::Relayed(encode_relayed_receipt(signed.as_signed())).to_frame()
+    };
+    let others = b.store.latest_receipt(&hq.id()).unwrap().unwrap().bytes;
+    let office_receipt = office
+        .store
+        .latest_receipt(&hq.id())
+        .unwrap()
+        .unwrap()
+        .bytes;
+    for (frame, why) in [
+        (forge(1, others), "upstream receipt for"),
+        (
+            forge(held.through + 5, office_receipt),
+            "beyond this log's head",
+        ),
+    ] {
+        let err = feed_forged(&a, &office, frame, t(10)).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!(a.store.latest_receipt(&hq.id()).unwrap().unwrap(), held);
+    }
+    // And a device never carries receipts.
+    let err = feed_forged(&office, &a, forge(1, Vec::new()), t(11)).unwrap_err();
+    assert!(err.to_string().contains("only a relay"), "{err}");
 }

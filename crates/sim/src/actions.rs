@@ -363,7 +363,7 @@ impl World {
                 return;
             }
         };
-        if let Err(e) = hq_store.set_revocations(&list.to_bytes()) {
+        if let Err(e) = hq_store.adopt_revocations(&list, now) {
             if self.nodes[HQ].backend.has_failed() {
                 self.power_cut(HQ);
                 self.sched.at(self.now + 5_000, Ev::Revoke);

@@ -10,7 +10,13 @@
 //! 3. Authorization: no liaison-authored change and no change the revoked
 //!    device made beyond its revocation point is stored anywhere but on its
 //!    author; every liaison change is in headquarters' quarantine; nothing
-//!    authorized is quarantined anywhere.
+//!    authorized is quarantined anywhere. A change that depends on one beyond
+//!    the revocation point (a device behind an office built on it before the
+//!    office heard of the revocation) is unauthorized too: it cannot stand
+//!    without it. Its author keeps both (a node never withdraws its own
+//!    changes, nor what they depend on), so it alone may hold them (with the
+//!    revoked device, which is refused and never learns it was revoked), and
+//!    its copy of that case may differ from headquarters' by them.
 //! 4. Durability: every change a store acknowledged to its device is still
 //!    in that store (also checked after every crash).
 
@@ -64,6 +70,21 @@ fn shorts(heads: &[ChangeHash]) -> String {
         .join(",")
 }
 
+/// The changes that must not stand, and who may hold them anyway.
+struct Unauthorized {
+    /// (author, case, hash, why): liaison changes, changes of the revoked
+    /// device beyond its revocation point, and changes that depend on one.
+    changes: Vec<(NodeIx, CaseId, ChangeHash, &'static str)>,
+    /// For each of those, the nodes whose own unauthorized changes depend
+    /// on it: they keep it (a node never withdraws its own changes, nor
+    /// what they depend on).
+    keepers: BTreeMap<(CaseId, ChangeHash), BTreeSet<NodeIx>>,
+    /// (node, case) where a node's own change depends on a change beyond
+    /// the revocation point: it keeps them, even in a case headquarters
+    /// holds nothing of.
+    builds_on_revoked: BTreeSet<(NodeIx, CaseId)>,
+}
+
 /// Collected violations (added to the world at the end).
 #[derive(Default)]
 struct Found(Vec<(Check, String)>);
@@ -89,8 +110,8 @@ impl World {
         }
     }
 
-    /// Unauthorized changes: (author, case, hash, why).
-    fn unauthorized(&self) -> Vec<(NodeIx, CaseId, ChangeHash, &'static str)> {
+    /// Unauthorized changes (see [`Unauthorized`]).
+    fn unauthorized(&self) -> Result<Unauthorized, String> {
         let mut out = Vec::new();
         for (ix, n) in self.nodes.iter().enumerate() {
             for a in &n.authored {
@@ -107,7 +128,90 @@ impl World {
                 }
             }
         }
-        out
+        let roots: BTreeSet<(CaseId, ChangeHash)> =
+            out.iter().map(|(_, c, h, _)| (*c, *h)).collect();
+        let mut keepers: BTreeMap<(CaseId, ChangeHash), BTreeSet<NodeIx>> = BTreeMap::new();
+        let mut builds_on_revoked = BTreeSet::new();
+        if self.revoked.is_none() {
+            return Ok(Unauthorized {
+                changes: out,
+                keepers,
+                builds_on_revoked,
+            });
+        }
+        // Changes that depend on one beyond the revocation point, from the
+        // dependencies as each author's own store holds them (an author
+        // keeps its changes and everything they depend on).
+        let graph = self.authored_deps()?;
+        let ancestors = |case: CaseId, hash: ChangeHash| -> BTreeSet<ChangeHash> {
+            let mut seen = BTreeSet::new();
+            let mut stack = vec![hash];
+            while let Some(h) = stack.pop() {
+                if seen.insert(h)
+                    && let Some(deps) = graph.get(&(case, h))
+                {
+                    stack.extend(deps.iter().copied());
+                }
+            }
+            seen
+        };
+        let beyond: BTreeSet<(CaseId, ChangeHash)> = out
+            .iter()
+            .filter(|(_, _, _, why)| *why == "beyond-revocation-point")
+            .map(|(_, c, h, _)| (*c, *h))
+            .collect();
+        for (ix, n) in self.nodes.iter().enumerate() {
+            if Some(ix) == self.revoked.map(|r| r.node) {
+                continue;
+            }
+            for a in &n.authored {
+                if self.released.contains(&(a.case, a.hash)) {
+                    continue;
+                }
+                let up = ancestors(a.case, a.hash);
+                if !up.iter().any(|h| beyond.contains(&(a.case, *h))) {
+                    continue;
+                }
+                // Whatever else it is (a liaison's change, say), its author
+                // keeps what it depends on.
+                builds_on_revoked.insert((ix, a.case));
+                if !roots.contains(&(a.case, a.hash)) {
+                    out.push((ix, a.case, a.hash, "depends-on-beyond-revocation-point"));
+                }
+            }
+        }
+        let bad: BTreeSet<(CaseId, ChangeHash)> = out.iter().map(|(_, c, h, _)| (*c, *h)).collect();
+        for (ix, case, hash, _) in &out {
+            for h in ancestors(*case, *hash) {
+                if bad.contains(&(*case, h)) {
+                    keepers.entry((*case, h)).or_default().insert(*ix);
+                }
+            }
+        }
+        Ok(Unauthorized {
+            changes: out,
+            keepers,
+            builds_on_revoked,
+        })
+    }
+
+    /// Every authored change's dependencies, by (case, hash), read from
+    /// its author's store (with those of the changes it depends on).
+    fn authored_deps(&self) -> Result<BTreeMap<(CaseId, ChangeHash), Vec<ChangeHash>>, String> {
+        let mut graph = BTreeMap::new();
+        for n in &self.nodes {
+            let Some(store) = n.store.as_ref() else {
+                continue;
+            };
+            let cases: BTreeSet<CaseId> = n.authored.iter().map(|a| a.case).collect();
+            for case in cases {
+                for env in store.case_envelopes(&case).map_err(|e| e.to_string())? {
+                    let c = decode_change(&env).map_err(|e| e.to_string())?;
+                    graph.insert((case, c.payload().hash()), c.payload().deps());
+                }
+            }
+        }
+        Ok(graph)
     }
 
     fn check_into(&self, found: &mut Found) -> Result<(), String> {
@@ -117,7 +221,11 @@ impl World {
         };
         let hq_held = held(hq)?;
         let hq_quarantine = quarantined(hq)?;
-        let bad = self.unauthorized();
+        let Unauthorized {
+            changes: bad,
+            keepers,
+            builds_on_revoked,
+        } = self.unauthorized()?;
         let bad_set: BTreeSet<(CaseId, ChangeHash)> =
             bad.iter().map(|(_, c, h, _)| (*c, *h)).collect();
         let tainted: BTreeSet<(NodeIx, CaseId)> = bad.iter().map(|(n, c, _, _)| (*n, *c)).collect();
@@ -211,7 +319,7 @@ impl World {
                         ),
                     );
                 }
-                if !hq_held.contains_key(case) {
+                if !hq_held.contains_key(case) && !builds_on_revoked.contains(&(ix, *case)) {
                     found.add(
                         Check::Convergence,
                         format!("{} holds case {} which hq lacks", node.name, case.short()),
@@ -268,6 +376,12 @@ impl World {
         }
 
         // 2. Receipts.
+        let mut office_quarantines = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.kind == NodeKind::Office) {
+            if let Some(s) = node.store.as_ref() {
+                office_quarantines.push(quarantined(s)?);
+            }
+        }
         let ids: BTreeMap<DeviceId, NodeIx> = self
             .nodes
             .iter()
@@ -303,10 +417,16 @@ impl World {
                 let mut missing = Vec::new();
                 for (seq, case, hash) in log.iter().filter(|(s, _, _)| *s <= t) {
                     // An office that quarantined a change keeps it (it never
-                    // forwards quarantine): its quarantine counts for hq.
+                    // forwards quarantine): its quarantine counts for hq. A
+                    // receipt of hq an office carried down covers what that
+                    // office quarantined (or withdrew) the same way.
                     let at_hq = hq.has_change(case, hash).map_err(|e| e.to_string())?
                         || hq_quarantine.contains_key(&(*case, *hash))
-                        || relay_q.contains_key(&(*case, *hash));
+                        || relay_q.contains_key(&(*case, *hash))
+                        || (rix == HQ
+                            && office_quarantines
+                                .iter()
+                                .any(|q| q.contains_key(&(*case, *hash))));
                     let at_relay = match relay_store {
                         Some(s) if rix != HQ => {
                             s.has_change(case, hash).map_err(|e| e.to_string())?
@@ -340,7 +460,16 @@ impl World {
         // 3. Authorization.
         for (author, case, hash, why) in &bad {
             for (ix, node) in self.nodes.iter().enumerate() {
-                if ix == *author {
+                // Its author keeps it, and so does a node whose own change
+                // depends on it. The revoked device, refused everywhere,
+                // never learns of its revocation: it keeps what others built
+                // on its changes beyond the point, as it keeps those.
+                if ix == *author
+                    || keepers
+                        .get(&(*case, *hash))
+                        .is_some_and(|k| k.contains(&ix))
+                    || (Some(ix) == revoked && *why == "depends-on-beyond-revocation-point")
+                {
                     continue;
                 }
                 let Some(store) = node.store.as_ref() else {

@@ -85,6 +85,8 @@ pub struct Stats {
     pub quarantined: u64,
     /// Quarantined changes headquarters released.
     pub released: u64,
+    /// Headquarters receipts an office carried down to a device.
+    pub relayed: u64,
     /// Times a field device moved to another relay.
     pub moves: u64,
     /// Whether a device was revoked.
@@ -122,6 +124,7 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.quarantined += o.quarantined;
         self.released += o.released;
+        self.relayed += o.relayed;
         self.moves += o.moves;
         self.revoked |= o.revoked;
         self.heal_rounds += o.heal_rounds;
@@ -136,8 +139,8 @@ impl fmt::Display for Stats {
             f,
             "nodes {} (offices {}, devices {}, liaisons {}), cases {}, changes {}, frames {}, bytes {}, \
              sessions {}, link drops {}, partitions {}, crashes {} (torn {}), power cuts {}/{} armed, \
-             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {} (released {}), moves {}, \
-             heal rounds {}, virtual {:.1} s, events {}",
+             duplicate sessions {}, refused {}, received {} (+{} duplicates), quarantined {} (released {}), \
+             relayed receipts {}, moves {}, heal rounds {}, virtual {:.1} s, events {}",
             self.nodes,
             self.offices,
             self.devices,
@@ -159,6 +162,7 @@ impl fmt::Display for Stats {
             self.duplicates,
             self.quarantined,
             self.released,
+            self.relayed,
             self.moves,
             self.heal_rounds,
             self.virtual_ms as f64 / 1000.0,

@@ -75,6 +75,9 @@ pub(crate) struct World {
     pub(crate) phase: Phase,
     pub(crate) compartments: Vec<String>,
     serial: u64,
+    /// Nodes where a session adopted a newer revocation list while the
+    /// frame being delivered was handled: their other sessions are told.
+    relisted: BTreeSet<NodeIx>,
 }
 
 /// Headquarters is always node 0.
@@ -111,6 +114,7 @@ impl World {
             phase: Phase::Faults,
             compartments,
             serial: 0,
+            relisted: BTreeSet::new(),
         };
         let all = w.compartments.clone();
         w.add_node("hq".into(), NodeKind::Hq, Role::Relay, &all, &all, None)?;
@@ -361,8 +365,51 @@ impl World {
             return;
         }
         self.flush(id, to);
+        if self.relisted.remove(&ix) {
+            self.revocations_changed(ix, id);
+        }
         self.log_grew(ix, head0);
         self.reap(id);
+    }
+
+    /// A session of `ix` adopted (and stored, withdrawing what it puts
+    /// beyond a revocation point) a newer revocation list: like
+    /// `fieldsync-node`'s engine, pass it to every other session of `ix`,
+    /// which ends those whose peer is now revoked.
+    fn revocations_changed(&mut self, ix: NodeIx, except: u64) {
+        let Some(store) = self.nodes[ix].store.as_ref() else {
+            return;
+        };
+        let list = match store.revocations() {
+            Ok(Some(bytes)) => {
+                fieldsync_identity::RevocationList::from_bytes(&bytes, &self.hq_root.public()).ok()
+            }
+            _ => None,
+        };
+        let Some(list) = list else {
+            return;
+        };
+        let now = ts(self.now);
+        let ids: Vec<(u64, Side)> = self
+            .conns
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .filter_map(|(id, c)| c.side_of(ix).map(|s| (*id, s)))
+            .collect();
+        for (id, side) in ids {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.session(side).is_closed() {
+                continue;
+            }
+            let peer = conn.node(side.other());
+            if let Err(e) = conn.session_mut(side).handle_revocations(list.clone(), now) {
+                self.session_failed(side, ix, peer, &e);
+            }
+            self.flush(id, side);
+            self.reap(id);
+        }
     }
 
     /// Drains one session's frames onto the link and its events into the trace.
@@ -399,10 +446,17 @@ impl World {
         for e in events {
             self.trace
                 .update(format!("{now} {id} {ix} {e:?}\n").as_bytes());
-            if let Event::Stored { report, .. } = e {
-                self.stats.received += report.stored as u64;
-                self.stats.duplicates += report.duplicates as u64;
-                self.stats.quarantined += report.quarantined as u64;
+            match e {
+                Event::Stored { report, .. } => {
+                    self.stats.received += report.stored as u64;
+                    self.stats.duplicates += report.duplicates as u64;
+                    self.stats.quarantined += report.quarantined as u64;
+                }
+                Event::RelayedReceipt { .. } => self.stats.relayed += 1,
+                Event::RevocationsUpdated { .. } => {
+                    self.relisted.insert(ix);
+                }
+                _ => {}
             }
         }
     }

@@ -26,6 +26,9 @@ pub enum AuditKind {
     BundleRejected,
     /// Every stored signature was re-verified.
     Verified,
+    /// A newly adopted revocation list withdrew changes from the log to the
+    /// quarantine ([`Store::adopt_revocations`](crate::Store::adopt_revocations)).
+    Withdrawn,
 }
 
 /// One audit event.

@@ -171,6 +171,7 @@ impl Store {
         let mut tally = Tally::default();
         let mut quarantined = 0;
         let mut unquarantined = 0;
+        let touched = crate::withdraw::touched_cases(&cases, &quarantine);
         let durability = if durable {
             redb::Durability::Immediate
         } else {
@@ -184,12 +185,25 @@ impl Store {
             let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
             quarantined = self.quarantine_in(txn, quarantine)?;
             unquarantined = self.releases_in(txn, releases)?;
+            // Held changes that now wait on a change beyond a revocation point.
+            quarantined += self.divert_after_ingest_in(txn, &touched, now)?;
             if let Some((peer, cursor)) = peer_cursor {
-                self.write_cursor_in(txn, &peer, &cursor)?;
+                let previous = self.write_cursor_in(txn, &peer, &cursor)?;
                 let after = self.log_head_in(txn)?;
                 if after > before {
                     self.write_origin_in(txn, before + 1, after, &peer, cursor.epoch)?;
                 }
+                let from = previous
+                    .filter(|c| c.epoch == cursor.epoch)
+                    .map_or(0, |c| c.seq);
+                self.write_custody_in(
+                    txn,
+                    &peer,
+                    cursor.epoch,
+                    from..=cursor.seq,
+                    after,
+                    quarantined > 0,
+                )?;
             }
             Ok(docs)
         })?;

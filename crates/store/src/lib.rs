@@ -42,6 +42,7 @@
 mod audit;
 mod bundle;
 mod cases;
+mod custody;
 mod error;
 mod import;
 mod ingest;
@@ -53,6 +54,7 @@ mod seal;
 mod store;
 mod sync;
 mod tables;
+mod withdraw;
 
 pub use audit::{AuditEvent, AuditKind, QuarantineEntry};
 pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
@@ -64,3 +66,4 @@ pub use peers::{PeerRecord, StoredReceipt};
 pub use seal::{PlainSeal, Seal};
 pub use store::{LocalDevice, NewDevice, Store, StoreKind};
 pub use sync::{CaseHeads, Cursor, LogBatch, LogEntry, READ_LOG_SCAN_LIMIT};
+pub use withdraw::{WithdrawReport, dependent_reason};

@@ -9,15 +9,15 @@ use crate::error::StoreError;
 use crate::rows::{CaseRow, decode};
 use crate::seal::Seal;
 use crate::tables::{
-    ACKS, AUDIT, CASES, CHANGES, CURSORS, DEVICES, LOG, META, ORIGINS, PENDING, QUARANTINE, READS,
-    RECEIPTS, RELEASES, SNAPSHOTS,
+    ACKS, AUDIT, CASES, CHANGES, CURSORS, CUSTODY, DEVICES, LOG, META, ORIGINS, PENDING,
+    QUARANTINE, READS, RECEIPTS, RELEASES, SNAPSHOTS,
 };
 
 /// One schema step.
 type Step = fn(&WriteTransaction, &dyn Seal) -> Result<(), StoreError>;
 
 /// The schema this build writes.
-pub(crate) const CURRENT: u32 = 3;
+pub(crate) const CURRENT: u32 = 4;
 
 /// Step 1: create every table.
 fn step_1(txn: &WriteTransaction, _: &dyn Seal) -> Result<(), StoreError> {
@@ -97,6 +97,14 @@ pub(crate) fn compartment_of(genesis: &[u8]) -> Result<String, StoreError> {
         .map_err(|e| StoreError::corrupt(format!("stored genesis: {e}")))
 }
 
+/// Step 4: the custody checkpoints of relays (empty: custody starts with
+/// the next ingest).
+fn step_4(txn: &WriteTransaction, _: &dyn Seal) -> Result<(), StoreError> {
+    txn.open_table(CUSTODY)
+        .map_err(|e| StoreError::db("migrate")(e.into()))?;
+    Ok(())
+}
+
 /// Brings a store from schema `from` to [`CURRENT`] inside `txn`.
 pub(crate) fn run(txn: &WriteTransaction, from: u32, seal: &dyn Seal) -> Result<(), StoreError> {
     if from > CURRENT {
@@ -105,7 +113,7 @@ pub(crate) fn run(txn: &WriteTransaction, from: u32, seal: &dyn Seal) -> Result<
             supported: CURRENT,
         });
     }
-    let steps: [Step; 3] = [step_1, step_2, step_3];
+    let steps: [Step; 4] = [step_1, step_2, step_3, step_4];
     for (i, step) in steps.iter().enumerate() {
         let number = i as u32 + 1;
         if number > from {

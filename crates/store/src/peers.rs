@@ -129,33 +129,70 @@ impl Store {
 
     /// Stores a relay's signed receipt and records its acknowledgement
     /// ([`Store::set_peer_ack`] with `through`) in the same transaction.
+    /// Only the receipt covering the most is kept per relay (a receipt
+    /// covers everything before its position); on a relay, custody
+    /// checkpoints the receipt makes useless are dropped.
     pub fn store_receipt(&self, r: &StoredReceipt) -> Result<(), StoreError> {
         self.write("store receipt", |txn| {
-            {
-                let mut table = txn.open_table(RECEIPTS).map_err(tbe("store receipt"))?;
-                let relay = r.relay.as_bytes().as_slice();
-                let id = table
-                    .range((relay, 0)..=(relay, u64::MAX))
-                    .map_err(dbe("store receipt"))?
-                    .next_back()
-                    .transpose()
-                    .map_err(dbe("store receipt"))?
-                    .map(|(k, _)| k.value().1 + 1)
-                    .unwrap_or(1);
-                let sealed = self.seal.seal(
-                    RECEIPTS.name(),
-                    &receipt_seal_key(&r.relay, id),
-                    &encode(r)?,
-                );
-                table
-                    .insert((relay, id), sealed.as_slice())
-                    .map_err(dbe("store receipt"))?;
+            self.keep_receipt_in(txn, r)?;
+            self.ack_in(txn, &r.relay, r.through)?;
+            if self.kind() == crate::StoreKind::Relay {
+                self.prune_custody_in(txn, r.through)?;
             }
-            self.ack_in(txn, &r.relay, r.through)
+            Ok(())
         })
     }
 
-    /// Every stored receipt, by relay, oldest first for each.
+    /// Stores a receipt of `r.relay` that another relay carried down: it
+    /// says how far that relay holds this node's log, but that relay did not
+    /// acknowledge anything to this node, so its acknowledgement (the
+    /// position sessions with it resume from) is left as it is. Kept only
+    /// if it covers more than the receipt held for that relay; returns
+    /// whether it was kept.
+    pub fn store_relayed_receipt(&self, r: &StoredReceipt) -> Result<bool, StoreError> {
+        self.write("store relayed receipt", |txn| self.keep_receipt_in(txn, r))
+    }
+
+    /// Keeps `r` as the receipt of its relay if it covers at least as much
+    /// as the one held; drops the older ones. Returns whether it was kept.
+    fn keep_receipt_in(
+        &self,
+        txn: &WriteTransaction,
+        r: &StoredReceipt,
+    ) -> Result<bool, StoreError> {
+        let mut table = txn.open_table(RECEIPTS).map_err(tbe("store receipt"))?;
+        let relay = r.relay.as_bytes().as_slice();
+        let held: Vec<(u64, StoredReceipt)> = table
+            .range((relay, 0)..=(relay, u64::MAX))
+            .map_err(dbe("store receipt"))?
+            .map(|entry| {
+                let (k, v) = entry.map_err(dbe("store receipt"))?;
+                let id = k.value().1;
+                let plain =
+                    self.seal
+                        .open(RECEIPTS.name(), &receipt_seal_key(&r.relay, id), v.value())?;
+                Ok((id, decode::<StoredReceipt>(&plain, "receipt")?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        if held.iter().any(|(_, h)| h.through > r.through) {
+            return Ok(false);
+        }
+        let id = held.last().map_or(1, |(id, _)| id + 1);
+        for (old, _) in &held {
+            table.remove((relay, *old)).map_err(dbe("store receipt"))?;
+        }
+        let sealed = self.seal.seal(
+            RECEIPTS.name(),
+            &receipt_seal_key(&r.relay, id),
+            &encode(r)?,
+        );
+        table
+            .insert((relay, id), sealed.as_slice())
+            .map_err(dbe("store receipt"))?;
+        Ok(true)
+    }
+
+    /// The receipt held from each relay (the one covering the most).
     pub fn receipts(&self) -> Result<Vec<StoredReceipt>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(RECEIPTS).map_err(tbe("read receipts"))?;

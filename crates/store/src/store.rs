@@ -473,6 +473,18 @@ impl Store {
         }
     }
 
+    /// Drops what is cached of `case` (its document, and on a relay its
+    /// listing summary): after a withdrawal, a change count no longer names
+    /// one set of changes.
+    pub(crate) fn forget_cached(&self, case: &CaseId) {
+        if let Ok(mut docs) = self.docs.lock() {
+            docs.remove(case);
+        }
+        if let Ok(mut summaries) = self.summaries.lock() {
+            summaries.remove(case);
+        }
+    }
+
     /// Returns a document to the cache (only after its state is committed).
     pub(crate) fn put_cached(&self, case: CaseId, doc: CaseDoc, change_count: u64) {
         if let Ok(mut docs) = self.docs.lock() {

@@ -96,6 +96,8 @@ enum Offer {
     Added,
     /// Its case is not one the peer may read.
     Unreadable,
+    /// The position was withdrawn (a tombstone): there is nothing to send.
+    Withdrawn,
     /// The batch is full; the entry waits for the next one.
     Full,
 }
@@ -130,6 +132,9 @@ impl Filler {
         readable: &impl Fn(&Genesis) -> bool,
     ) -> Result<Offer, StoreError> {
         let envelope = store.seal.open(LOG.name(), &seq.to_be_bytes(), sealed)?;
+        if crate::withdraw::is_tombstone(&envelope) {
+            return Ok(Offer::Withdrawn);
+        }
         let case = envelope_case(&envelope)
             .ok_or_else(|| StoreError::corrupt(format!("log entry {seq}: bad envelope")))?;
         let peer_holds = self.peer_holds;
@@ -256,7 +261,7 @@ impl Store {
                 continue;
             }
             match filler.offer(self, &cases, &mut batch, seq, v.value(), &readable)? {
-                Offer::Added | Offer::Unreadable => {
+                Offer::Added | Offer::Unreadable | Offer::Withdrawn => {
                     examined += 1;
                     batch.next = seq;
                 }
@@ -356,7 +361,9 @@ impl Store {
             match filler.offer(self, &cases, &mut batch, seq, v.value(), &|_: &Genesis| {
                 true
             })? {
-                Offer::Added => batch.next = seq,
+                // A withdrawal takes its position out of the index; a
+                // tombstone met anyway is skipped like any other gap.
+                Offer::Added | Offer::Withdrawn => batch.next = seq,
                 Offer::Unreadable => {
                     return Err(StoreError::corrupt(format!(
                         "log entry {seq} belongs to a case with no row"
@@ -510,21 +517,27 @@ impl Store {
         }
     }
 
-    /// Writes `peer`'s cursor inside `txn`.
+    /// Writes `peer`'s cursor inside `txn`; returns the one it replaced.
     pub(crate) fn write_cursor_in(
         &self,
         txn: &WriteTransaction,
         peer: &DeviceId,
         cursor: &Cursor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Cursor>, StoreError> {
         let mut table = txn.open_table(CURSORS).map_err(tbe("write cursor"))?;
         let sealed = self
             .seal
             .seal(CURSORS.name(), peer.as_bytes(), &encode(cursor)?);
-        table
+        let old = table
             .insert(peer.as_bytes().as_slice(), sealed.as_slice())
             .map_err(dbe("write cursor"))?;
-        Ok(())
+        match old {
+            Some(v) => {
+                let plain = self.seal.open(CURSORS.name(), peer.as_bytes(), v.value())?;
+                Ok(Some(decode(&plain, "cursor")?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Every case with its genesis and current heads, sorted by case (from

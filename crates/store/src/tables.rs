@@ -15,8 +15,10 @@ use redb::TableDefinition;
 /// peer has acknowledged; the outbox is the log after it), `pending` (postcard
 /// `(u64, u64)`: number and total stored bytes of the rows in `pending-1`), `quarantine-last`
 /// (u64 LE: the last quarantine id handed out, so released ids are never reused),
-/// `revocations` (the signed revocation list bytes, verified by the caller), `setting/NAME`
-/// (UTF-8).
+/// `revocations` (the signed revocation list bytes, verified by the caller),
+/// `revocations-applied` (u64 LE: the sequence of the list whose withdrawals
+/// [`Store::adopt_revocations`](crate::Store::adopt_revocations) applied; absent when the list
+/// was stored without them), `setting/NAME` (UTF-8).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
 /// `cases-1`: case key → sealed postcard [`CaseRow`](crate::rows::CaseRow): the signed genesis
@@ -28,11 +30,24 @@ pub(crate) const CASES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ca
 /// (`fieldsync_case::encode_change`). The log is the order in which this node stored changes,
 /// which respects causal order (a change is stored only after its dependencies). Keys are
 /// sequential, so appends are cheap. A local change's signing counter is its log position.
+///
+/// A position is never removed or reused, and the head never moves back (a log position is a
+/// peer's cursor, and on a device a local change's counter). A change *withdrawn* after it was
+/// stored (a newly adopted revocation list puts it, or a change it depends on, beyond its
+/// author's revocation point: `withdraw.rs`) keeps its position with a *tombstone* as value:
+/// `[0] ‖ case id (16) ‖ change hash (32)` (a change envelope starts with its version, 1); the
+/// change itself moves to `quarantine-1`. A withdrawal also removes the change's `changes-1` and
+/// `reads-1` entries, in the same transaction. So the readers that go through those indexes
+/// (case materialization, repair listings, bundle export, `has_change`, the compartment reader
+/// `read_log_for_reader`) never meet a tombstone, and those that walk the log itself
+/// (`read_log`/`read_log_for_peer` through their `Filler`, `verify_all`) skip it, advancing past
+/// its position. The schema 3 step that fills `reads-1` never meets one (withdrawal came after).
+/// [`Store::outbox_len`](crate::Store::outbox_len) counts positions, tombstones included.
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log-1");
 
 /// `changes-1`: (case key, change hash: 32 bytes) → log sequence number. The index that makes
 /// storing a change twice a no-op, and the list of a case's changes (a range scan over the case
-/// key).
+/// key). A withdrawn change has no entry (it is in `quarantine-1`).
 pub(crate) const CHANGES: TableDefinition<(&[u8], &[u8]), u64> = TableDefinition::new("changes-1");
 
 /// `snapshots-1`: case key → sealed postcard [`Snapshot`](crate::rows::Snapshot): a compacted
@@ -91,5 +106,15 @@ pub(crate) const RELEASES: TableDefinition<(&[u8], &[u8]), &[u8]> =
 /// `reads-1`: (compartment key: 16 bytes from [`Seal::compartment_key`](crate::Seal::compartment_key),
 /// log sequence number) → `()`: which log entries belong to cases of each compartment, so that
 /// a session reads only the entries its peer may read, however much else the log holds.
-/// Written with each log append. Added in schema 3 (filled from the log on upgrade).
+/// Written with each log append; a withdrawn position's entry is removed. Added in schema 3
+/// (filled from the log on upgrade).
 pub(crate) const READS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("reads-1");
+
+/// `custody-1`: (peer device id ‖ that peer's log epoch: 48 bytes, this node's log head after an
+/// ingest from that peer) → sealed u64 LE: the peer's log position then held. Every change of
+/// the peer's log through that position that this node stored is in this node's log at or
+/// before the key's position (see `custody.rs`). Relays only; written in the ingest's
+/// transaction when nothing is pending; pruned when an upstream relay's receipt covers it.
+/// The key (that prefix ‖ `q`: 49 bytes, 0) holds the peer log's ceiling instead: the position
+/// before the first batch of it that put a change in the quarantine. Added in schema 4.
+pub(crate) const CUSTODY: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("custody-1");

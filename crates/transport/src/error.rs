@@ -27,6 +27,15 @@ pub enum TransportError {
         /// Why the attempt could not start.
         reason: String,
     },
+    /// A relay's name did not resolve to any address (now: names are
+    /// looked up again at every attempt).
+    #[error("cannot resolve {name}: {reason}")]
+    Resolve {
+        /// The name, as configured (`host:port`).
+        name: String,
+        /// What the resolver said.
+        reason: String,
+    },
     /// Neither QUIC nor TLS over TCP answered.
     #[error(
         "{addr} is unreachable (QUIC: {quic}; TCP: {tcp}); check the address and that the relay is running"
