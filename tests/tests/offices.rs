@@ -1,6 +1,8 @@
-//! Office relays with the real binaries over QUIC on 127.0.0.1: an office
-//! serves its devices through an uplink outage and forwards everything,
-//! verified, to headquarters when the uplink returns.
+//! Office relays with the real binaries over QUIC on 127.0.0.1: headquarters
+//! and two offices with devices at each; one office serves its devices
+//! through an uplink outage while the other keeps its uplink, and forwards
+//! everything, verified, to headquarters when the uplink returns;
+//! headquarters' receipts come back down; everyone converges.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
@@ -172,6 +174,18 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
     let a1 = device(&dir, &hq, "rome-1", &office_addr);
     let a2 = device(&dir, &hq, "rome-2", &office_addr);
     let b = device(&dir, &hq, "washington", &hq_addr);
+    // A second office, whose uplink stays up throughout, with its own device.
+    let (lagos, lagos_cert, _) = office_relay(&dir, &hq, "office-lagos");
+    let lagos_serving = lagos.serve_with(
+        "127.0.0.1:0",
+        &[
+            "--upstream",
+            &hq_addr,
+            "--cert",
+            lagos_cert.to_str().unwrap(),
+        ],
+    );
+    let c1 = device(&dir, &hq, "lagos-1", &lagos_serving.addr.to_string());
 
     // Through the office to headquarters and on to a device served directly.
     let case = a1
@@ -246,6 +260,23 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
     a2.run(&["case", "note", &case, "written after the revocation"])
         .ok();
     a2.run(&["sync"]).ok();
+    // Meanwhile the case reaches Lagos through its office, and Lagos adds
+    // to it; headquarters has that at once, Rome's office cannot.
+    eventually(Duration::from_secs(30), "the case reaches lagos-1", || {
+        c1.run(&["sync"]).ok();
+        c1.run(&["case", "show", &case, "--json"]).code == Some(0)
+    });
+    c1.run(&["case", "note", &case, "container cleared in Lagos"])
+        .ok();
+    c1.run(&["sync"]).ok();
+    eventually(
+        Duration::from_secs(30),
+        "lagos' note reaches headquarters",
+        || {
+            let r = json(&hq.run(&["case", "show", &case, "--json"]).ok().stdout);
+            notes(&r).contains(&"container cleared in Lagos".to_owned())
+        },
+    );
 
     // The uplink returns: everything goes up, verified at headquarters.
     assert!(serving.stop());
@@ -299,11 +330,33 @@ fn an_office_rides_out_an_uplink_outage_and_headquarters_verifies_everything() {
     assert!(notes(&at_b).contains(&"seen at the border".to_owned()));
     assert!(!notes(&at_b).contains(&"written after the revocation".to_owned()));
 
+    // Headquarters and every device in service converge, through both offices.
+    eventually(Duration::from_secs(30), "everyone converges", || {
+        for d in [&a1, &b, &c1] {
+            d.run(&["sync"]).ok();
+        }
+        let sorted = |r: &Value| {
+            let mut n = notes(r);
+            n.sort();
+            n
+        };
+        let at_hq = sorted(&json(
+            &hq.run(&["case", "show", &case, "--json"]).ok().stdout,
+        ));
+        at_hq.len() == 2
+            && [&a1, &b, &c1].iter().all(|d| {
+                sorted(&json(
+                    &d.run(&["case", "show", &case, "--json"]).ok().stdout,
+                )) == at_hq
+            })
+    });
+
     // The office learned the revocation from headquarters: rome-2 is refused there too.
     eventually(Duration::from_secs(30), "the office refuses rome-2", || {
         let r = a2.run(&["sync"]);
         r.code == Some(1) && r.stderr.contains("revoked")
     });
     assert!(serving.stop());
+    assert!(lagos_serving.stop());
     drop(hq_serving);
 }
