@@ -260,9 +260,13 @@ pub(crate) fn watch(store: Store) -> Result<()> {
         let mut node_events = node.subscribe();
         let dialing = tokio::spawn(dialer.run(stop_rx, ev_tx));
         println!("watching: syncing with {} whenever reachable (Ctrl-C stops)", e.relays.join(", "));
+        // One listener for the whole run: a Ctrl-C that arrives while an
+        // event is being handled is not lost between two `select!`s.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = &mut interrupted => break,
                 Some(ev) = ev_rx.recv() => match ev {
                     DialEvent::Connected { addr, transport } => println!("connected to {addr} over {transport}"),
                     DialEvent::Unreachable { error } => println!("no relay reachable: {error}"),
