@@ -616,8 +616,10 @@ impl Session {
             let bytes = list.to_bytes();
             self.send(&Message::Revocations(bytes));
         }
-        let upstream = store.receipts()?;
-        self.relay_receipts(store, &upstream)?;
+        if self.cfg.role == NodeRole::Relay && h.role == NodeRole::Device {
+            let upstream = store.receipts()?;
+            self.relay_receipts(store, &upstream)?;
+        }
         if repair {
             let peer_cert = self.certs.get(&self.expected_peer).cloned();
             let mine = match &peer_cert {

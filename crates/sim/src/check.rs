@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fieldsync_case::{CaseRecord, ChangeHash, Genesis, decode_change};
 use fieldsync_identity::{CaseId, DeviceId, Role, decode_signed};
+use fieldsync_protocol::RelayedReceiptBody;
 use fieldsync_store::Store;
 
 use crate::net::NodeIx;
@@ -376,12 +377,6 @@ impl World {
         }
 
         // 2. Receipts.
-        let mut office_quarantines = Vec::new();
-        for node in self.nodes.iter().filter(|n| n.kind == NodeKind::Office) {
-            if let Some(s) = node.store.as_ref() {
-                office_quarantines.push(quarantined(s)?);
-            }
-        }
         let ids: BTreeMap<DeviceId, NodeIx> = self
             .nodes
             .iter()
@@ -392,16 +387,22 @@ impl World {
             let Some(store) = node.store.as_ref() else {
                 continue;
             };
-            let mut through: BTreeMap<DeviceId, u64> = BTreeMap::new();
+            // (position covered, the office that carried it down, if one did).
+            let mut through: BTreeMap<DeviceId, (u64, Option<DeviceId>)> = BTreeMap::new();
             for r in store.receipts().map_err(|e| e.to_string())? {
-                let t = through.entry(r.relay).or_default();
-                *t = (*t).max(r.through);
+                let carrier = decode_signed::<RelayedReceiptBody>(&r.bytes)
+                    .ok()
+                    .map(|b| DeviceId::from_public_key(b.payload().value().relay));
+                let t = through.entry(r.relay).or_insert((0, None));
+                if r.through >= t.0 {
+                    *t = (r.through, carrier);
+                }
             }
             if through.is_empty() {
                 continue;
             }
             let log = whole_log(store)?;
-            for (relay, t) in through {
+            for (relay, (t, carrier)) in through {
                 let Some(&rix) = ids.get(&relay) else {
                     found.add(
                         Check::Receipts,
@@ -414,6 +415,14 @@ impl World {
                     Some(s) if rix != HQ => quarantined(s)?,
                     _ => BTreeMap::new(),
                 };
+                // The quarantine of the office that carried hq's receipt down.
+                let carrier_q = match carrier.and_then(|c| ids.get(&c)) {
+                    Some(&cix) => match self.nodes[cix].store.as_ref() {
+                        Some(s) => quarantined(s)?,
+                        None => BTreeMap::new(),
+                    },
+                    None => BTreeMap::new(),
+                };
                 let mut missing = Vec::new();
                 for (seq, case, hash) in log.iter().filter(|(s, _, _)| *s <= t) {
                     // An office that quarantined a change keeps it (it never
@@ -423,10 +432,7 @@ impl World {
                     let at_hq = hq.has_change(case, hash).map_err(|e| e.to_string())?
                         || hq_quarantine.contains_key(&(*case, *hash))
                         || relay_q.contains_key(&(*case, *hash))
-                        || (rix == HQ
-                            && office_quarantines
-                                .iter()
-                                .any(|q| q.contains_key(&(*case, *hash))));
+                        || carrier_q.contains_key(&(*case, *hash));
                     let at_relay = match relay_store {
                         Some(s) if rix != HQ => {
                             s.has_change(case, hash).map_err(|e| e.to_string())?
