@@ -13,13 +13,21 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "FIELDSYNC_DATA", value_name = "DIR")]
     pub(crate) data: Option<PathBuf>,
 
+    /// Unlock the store with this key file instead of a passphrase (at
+    /// least 32 random bytes; `init` creates it if missing). Without it,
+    /// the passphrase comes from $FIELDSYNC_PASSPHRASE, else a prompt.
+    #[arg(long, global = true, env = "FIELDSYNC_KEY_FILE", value_name = "PATH")]
+    pub(crate) key_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// Create the store and this device's key; prints the device id.
+    /// Create the store, encrypted at rest, and this device's key; prints
+    /// the device id. Asks for a new passphrase twice (or takes
+    /// $FIELDSYNC_PASSPHRASE, or --key-file).
     Init {
         /// A name for this device, e.g. "rome-laptop-2".
         #[arg(long)]
@@ -91,6 +99,20 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Salvage a damaged store file into a new store (unlocking it first);
+    /// the damaged file is kept aside, unchanged.
+    Repair {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy the store's key so that nothing on this device can be read
+    /// again (crypto-shred). Needs no passphrase; asks to type "wipe".
+    Wipe {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -9,13 +9,13 @@ use fieldsync_case::{CaseDoc, CaseKind, CaseRecord, CustodyInput, Field, ItemId,
 use fieldsync_identity::{CaseId, Timestamp};
 use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
 
+use crate::unlock::{self, KeySource, random};
+
 use crate::cli::{
     CaseCommand, Cli, Command, EvidenceCommand, SubjectCommand, SummaryCommand, TaskCommand,
 };
 use crate::{net, print};
 
-/// Name of the store file inside the data directory.
-const STORE_FILE: &str = "fieldsync.redb";
 /// Compartment of new cases when neither the command nor the device names one.
 const DEFAULT_COMPARTMENT: &str = "general";
 
@@ -27,12 +27,6 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(|e| anyhow!("the OS random generator failed: {e}"))?;
-    Ok(buf)
-}
-
 fn data_dir(cli_data: Option<PathBuf>) -> Result<PathBuf> {
     match cli_data {
         Some(d) => Ok(d),
@@ -42,25 +36,39 @@ fn data_dir(cli_data: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-fn open(dir: &Path) -> Result<Store> {
-    Ok(Store::open(&dir.join(STORE_FILE))?)
-}
-
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let dir = data_dir(cli.data)?;
+    let keys = KeySource {
+        key_file: cli.key_file,
+    };
+    // Every command that reads or writes the store unlocks it first.
+    let open = |dir: &Path| unlock::open_store(dir, &keys);
     match cli.command {
         Command::Init {
             name,
             office,
             compartment,
-        } => init(&dir, &name, office.as_deref(), compartment.as_deref()),
+        } => init(
+            &dir,
+            &keys,
+            &name,
+            office.as_deref(),
+            compartment.as_deref(),
+        ),
+        Command::Wipe { yes } => unlock::wipe(&dir, yes, now()),
+        Command::Repair { json } => print::repair(&unlock::repair(&dir, &keys, now())?, json),
         Command::Id { json } => {
             let store = open(&dir)?;
             print::identity(&store, json)
         }
-        Command::Case(cmd) => case(&open(&dir)?, cmd),
+        Command::Case(cmd) => {
+            let store = open(&dir)?;
+            net::check_lease(&store)?;
+            case(&store, cmd)
+        }
         Command::Export { cases, out } => {
             let store = open(&dir)?;
+            net::check_lease(&store)?;
             let ids = cases
                 .iter()
                 .map(|c| store.resolve_case(c))
@@ -81,6 +89,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Import { file, json } => {
             let store = open(&dir)?;
+            net::check_lease(&store)?;
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let report = store.import_bundle(&bytes, now()).with_context(|| {
@@ -100,9 +109,20 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Audit { json } => print::audit(&open(&dir)?.audit_log()?, json),
         Command::Enroll { cert, relays } => net::enroll(&open(&dir)?, &cert, &relays),
-        Command::Sync { watch: true, .. } => net::watch(open(&dir)?),
-        Command::Sync { timeout, .. } => {
-            net::sync(open(&dir)?, std::time::Duration::from_secs(timeout))
+        Command::Sync { watch, timeout } => {
+            let store = open(&dir)?;
+            let wipe = if watch {
+                net::watch(store)?
+            } else {
+                net::sync(store, std::time::Duration::from_secs(timeout))?
+            };
+            match wipe {
+                None => Ok(()),
+                Some(order) => {
+                    unlock::obey_wipe_order(&dir, &order.nonce, &order.reason, now())?;
+                    bail!("this device was ordered wiped by headquarters; its store is destroyed")
+                }
+            }
         }
         Command::Status { json } => net::status(&open(&dir)?, json),
     }
@@ -120,14 +140,21 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn init(dir: &Path, name: &str, office: Option<&str>, compartment: Option<&str>) -> Result<()> {
+fn init(
+    dir: &Path,
+    keys: &KeySource,
+    name: &str,
+    office: Option<&str>,
+    compartment: Option<&str>,
+) -> Result<()> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         bail!("device name must be 1 to 64 characters");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let store = Store::create(
-        &dir.join(STORE_FILE),
+    let store = unlock::create_store(
+        dir,
+        keys,
         NewDevice {
             seed: random()?,
             name,

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod net;
 mod print;
+mod unlock;
 
 use std::process::ExitCode;
 

@@ -10,7 +10,7 @@ use fieldsync_node::{
     Backoff, DialEvent, Dialer, Mode, Node, NodeConfig, NodeEvent, NodeEventKind,
 };
 use fieldsync_protocol::{Event, NodeRole, RelayedReceiptBody};
-use fieldsync_store::Store;
+use fieldsync_store::{LeaseState, Store};
 use fieldsync_transport::{Connector, Identity, PeerPolicy, TransportSettings};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -42,6 +42,29 @@ fn enrollment(store: &Store) -> Result<Enrollment> {
         .map(str::to_owned)
         .collect();
     Ok(Enrollment { cert, relays })
+}
+
+/// Refuses to go on when this device's offline lease has run out (or its
+/// clock was set back): case data stays closed until the next sync. A
+/// device that is not enrolled, or whose certificate carries no lease, is
+/// never refused.
+pub(crate) fn check_lease(store: &Store) -> Result<()> {
+    let Some(text) = store.setting(CERT)? else {
+        return Ok(());
+    };
+    let cert = DeviceCertificate::from_pem_like_trusting_issuer(&text)
+        .context("the stored certificate no longer parses; enroll again")?;
+    store.check_lease(&cert, now())?;
+    Ok(())
+}
+
+/// A wipe order headquarters signed for this device arrived: the session
+/// closed, the order is stored as pending; the caller destroys the keys.
+#[derive(Debug)]
+pub(crate) struct WipeOrdered {
+    /// The order's nonce (hex) and headquarters' reason.
+    pub(crate) nonce: String,
+    pub(crate) reason: String,
 }
 
 /// `enroll --cert FILE --relay ADDR...`
@@ -142,6 +165,9 @@ struct Tally {
     /// How far a relay above the one this session is with holds this
     /// device's log, from the receipts that relay carried down.
     upstream_through: Option<u64>,
+    /// A wipe order for this device arrived.
+    #[serde(skip)]
+    wipe: Option<WipeOrdered>,
 }
 
 impl Tally {
@@ -158,6 +184,12 @@ impl Tally {
                 }
                 Event::RelayedReceipt { through, .. } => {
                     self.upstream_through = self.upstream_through.max(Some(*through));
+                }
+                Event::WipeOrdered { order } => {
+                    self.wipe = Some(WipeOrdered {
+                        nonce: order.nonce_hex()[..8].to_owned(),
+                        reason: order.reason().to_owned(),
+                    });
                 }
                 _ => {}
             }
@@ -192,7 +224,9 @@ fn start(store: Store, e: &Enrollment) -> Result<(Node, Connector)> {
 }
 
 /// `sync`: connect to the first relay that answers, exchange logs, exit.
-pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
+/// Returns the wipe order headquarters sent this device, if one came: the
+/// caller destroys the keys (the store is closed by then).
+pub(crate) fn sync(store: Store, timeout: Duration) -> Result<Option<WipeOrdered>> {
     let e = enrollment(&store)?;
     let pending_before = store.outbox_len()?;
     runtime()?.block_on(async move {
@@ -212,6 +246,9 @@ pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
             .await
             .map_err(|_| anyhow!("the sync engine stopped"))??;
         node.shutdown().await;
+        if let Some(wipe) = tally.wipe.take() {
+            return Ok(Some(wipe));
+        }
         let outcome = outcome.map_err(|_| {
             anyhow!("sync did not finish within {} s; everything stored so far is kept, run sync again", timeout.as_secs())
         })?;
@@ -242,13 +279,14 @@ pub(crate) fn sync(store: Store, timeout: Duration) -> Result<()> {
         if let Some(through) = tally.upstream_through {
             println!("  headquarters holds this device's changes through #{through} (its receipt, carried by the relay)");
         }
-        Ok(())
+        Ok(None)
     })
 }
 
 /// `sync --watch`: stay connected, syncing whenever a relay is reachable,
 /// until interrupted.
-pub(crate) fn watch(store: Store) -> Result<()> {
+/// Returns the wipe order headquarters sent this device, if one came.
+pub(crate) fn watch(store: Store) -> Result<Option<WipeOrdered>> {
     let e = enrollment(&store)?;
     runtime()?.block_on(async move {
         let (node, connector) = start(store, &e)?;
@@ -264,6 +302,7 @@ pub(crate) fn watch(store: Store) -> Result<()> {
         // event is being handled is not lost between two `select!`s.
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
+        let mut wipe = None;
         loop {
             tokio::select! {
                 _ = &mut interrupted => break,
@@ -285,6 +324,10 @@ pub(crate) fn watch(store: Store) -> Result<()> {
                     NodeEventKind::Session(Event::RelayedReceipt { upstream, through, .. }) => {
                         println!("relay {} holds this device's changes through #{through} (receipt carried by {})", upstream.short(), ev.peer.short());
                     }
+                    NodeEventKind::Session(Event::WipeOrdered { order }) => {
+                        wipe = Some(WipeOrdered { nonce: order.nonce_hex()[..8].to_owned(), reason: order.reason().to_owned() });
+                        break;
+                    }
                     _ => {}
                 },
             }
@@ -292,8 +335,10 @@ pub(crate) fn watch(store: Store) -> Result<()> {
         let _ = stop_tx.send(true);
         let _ = dialing.await;
         node.shutdown().await;
-        println!("stopped");
-        Ok(())
+        if wipe.is_none() {
+            println!("stopped");
+        }
+        Ok(wipe)
     })
 }
 
@@ -342,6 +387,10 @@ struct Status {
     safe_at_headquarters: Option<Safe>,
     /// The latest time a relay acknowledged every change this device had.
     synced_up_to: Option<String>,
+    /// The offline lease of this device's certificate (absent when not enrolled).
+    lease: Option<LeaseState>,
+    /// The last session in which a relay accepted this device.
+    last_relay_contact: Option<String>,
 }
 
 /// The relay that carried a receipt down, if `bytes` is a relayed receipt.
@@ -418,7 +467,14 @@ pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
         .map(|r| r.at)
         .max()
         .map(|t| t.to_string());
+    let lease = match &enrolled {
+        Some(e) => Some(store.lease_state(&e.cert, now())?),
+        None => None,
+    };
+    let last_relay_contact = store.last_relay_contact()?.map(|t| t.to_string());
     let status = Status {
+        lease,
+        last_relay_contact,
         device: store.device().id().to_string(),
         enrolled: enrolled.is_some(),
         relays: enrolled.map(|e| e.relays).unwrap_or_default(),
@@ -490,6 +546,27 @@ pub(crate) fn status(store: &Store, as_json: bool) -> Result<()> {
         Some(t) => println!("synced    up to {t}"),
         None if status.log_head == 0 => println!("synced    nothing to sync yet"),
         None => println!("synced    not yet: no relay holds every change of this device"),
+    }
+    let contact = status.last_relay_contact.as_deref().unwrap_or("never");
+    match &status.lease {
+        None | Some(LeaseState::Unleased) => {}
+        Some(LeaseState::Ok {
+            lease_days,
+            expires_at,
+            remaining_ms,
+            ..
+        }) => println!(
+            "lease     {lease_days} days offline; {:.1} days left (case data closes {expires_at} unless this device syncs); last contact {contact}",
+            *remaining_ms as f64 / 86_400_000.0
+        ),
+        Some(LeaseState::Expired {
+            lease_days, since, ..
+        }) => println!(
+            "lease     ran out {since} ({lease_days} days offline): case data is closed until the next sync; last contact {contact}"
+        ),
+        Some(LeaseState::ClockSetBack { latest_seen, .. }) => println!(
+            "lease     this machine's clock is behind the latest time seen ({latest_seen}): case data is closed until the clock is right or the next sync"
+        ),
     }
     Ok(())
 }

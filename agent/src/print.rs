@@ -26,6 +26,7 @@ pub(crate) fn identity(store: &Store, as_json: bool) -> Result<()> {
             "incarnation": d.incarnation(),
             "created_at": d.created_at().to_string(),
             "store": path,
+            "encrypted": store.is_encrypted(),
             "pending": store.outbox_len()?,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -36,6 +37,11 @@ pub(crate) fn identity(store: &Store, as_json: bool) -> Result<()> {
     println!("incarnation {}", d.incarnation());
     println!("created     {}", d.created_at());
     println!("store       {path}");
+    if store.is_encrypted() {
+        println!("encrypted   yes, at rest (XChaCha20-Poly1305; its key is in fieldsync.key)");
+    } else {
+        println!("encrypted   no (made before encryption at rest)");
+    }
     println!(
         "pending     {} changes not yet acknowledged by a relay",
         store.outbox_len()?
@@ -85,4 +91,37 @@ pub(crate) fn verify(r: &VerifyReport, as_json: bool) -> Result<()> {
 
 pub(crate) fn audit(events: &[AuditEvent], as_json: bool) -> Result<()> {
     emit(fieldsync_view::audit(events, Format::json(as_json)))
+}
+
+/// What `repair` did.
+pub(crate) fn repair(report: &fieldsync_store::RepairReport, as_json: bool) -> Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    match &report.check {
+        Some(found) => println!("damaged     {found}"),
+        None => {
+            println!("the file passed its checksums; values that failed to decode were left out")
+        }
+    }
+    println!("kept aside  {}", report.damaged.display());
+    println!("new store   {}", report.path.display());
+    println!(
+        "recovered   {} cases, {} changes ({} waiting for lost dependencies), {} quarantine entries, {} peers, {} audit events",
+        report.cases,
+        report.changes,
+        report.pending,
+        report.quarantined,
+        report.peers,
+        report.audit
+    );
+    println!("lost        {}", report.lost);
+    for p in &report.problems {
+        println!("  {p}");
+    }
+    if report.lost > 0 {
+        println!("relays send back what they hold at the next sync");
+    }
+    Ok(())
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use fieldsync_identity::{
     CertificateError, Compartment, DeviceId, HqRoot, NameError, PublicKey, RevocationError,
-    RevocationList, Role, VerifyError,
+    RevocationList, Role, VerifyError, WipeOrderError,
 };
 use fieldsync_protocol::SessionError;
 use fieldsync_store::{Store, StoreError};
@@ -108,15 +108,29 @@ pub enum AdminRequest {
         /// Why (default: "released by headquarters").
         reason: Option<String>,
     },
+    /// Order a device wiped: a headquarters-signed order that relays carry
+    /// to the device, which destroys its keys at its next contact.
+    Wipe {
+        /// Device id or unique prefix.
+        device: String,
+        /// Days the order stays valid (1 to
+        /// [`MAX_WIPE_ORDER_DAYS`](fieldsync_identity::MAX_WIPE_ORDER_DAYS)).
+        days: u32,
+        /// Why (default: "ordered wiped by headquarters").
+        reason: Option<String>,
+    },
 }
 
 impl AdminRequest {
     /// Whether the request changes what sessions must know: a revocation
-    /// list to pass on, or a released change to forward.
+    /// list to pass on, a released change to forward, or a wipe order to
+    /// deliver.
     pub fn changes_state(&self) -> bool {
         matches!(
             self,
-            AdminRequest::Revoke { .. } | AdminRequest::QuarantineRelease { .. }
+            AdminRequest::Revoke { .. }
+                | AdminRequest::QuarantineRelease { .. }
+                | AdminRequest::Wipe { .. }
         )
     }
 }
@@ -140,6 +154,12 @@ pub struct Enrollment {
     pub write: Option<Vec<Compartment>>,
     /// Days of validity from now (1 to [`MAX_DAYS`]).
     pub days: u32,
+    /// The offline lease, in days (1 to [`MAX_DAYS`]; `None`: no lease):
+    /// the device keeps case data closed after that many days without
+    /// contact with a relay. A certificate with a lease is of version 2;
+    /// one without is of version 1, which every build reads.
+    #[serde(default)]
+    pub lease_days: Option<u16>,
     /// Where to write the certificate (a new file; made absolute by the
     /// command line, since a running server executes the request).
     pub out: PathBuf,
@@ -255,6 +275,9 @@ pub enum AdminError {
     /// The release was refused, or storing the released change failed.
     #[error("release refused")]
     Release(#[from] SessionError),
+    /// Issuing a wipe order failed.
+    #[error("cannot issue the wipe order")]
+    WipeOrder(#[from] WipeOrderError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -392,6 +415,11 @@ pub fn execute(ctx: &AdminContext<'_>, req: &AdminRequest) -> Result<AdminRespon
             Format::json(*json),
         )?,
         AdminRequest::QuarantineRelease { id, reason } => hq::release(ctx, *id, reason.as_deref())?,
+        AdminRequest::Wipe {
+            device,
+            days,
+            reason,
+        } => hq::wipe(ctx, device, *days, reason.as_deref())?,
     };
     Ok(AdminResponse { output })
 }
@@ -522,6 +550,7 @@ mod tests {
             read: Some(vec!["general".parse().unwrap()]),
             write: None,
             days: 365,
+            lease_days: Some(14),
             out: "/tmp/r.cert".into(),
         }));
         let text = serde_json::to_string(&enroll).unwrap();

@@ -60,6 +60,14 @@ pub(crate) enum Command {
     /// Run the field exercise on loopback in a temporary directory: headquarters,
     /// three devices, offline edits, a conflict, receipts, a revoked device refused.
     Demo,
+    /// Salvage a store whose file is damaged (stop `serve` first): the
+    /// damaged file is kept aside unchanged (DIR/store.redb.damaged), and
+    /// every change that still verifies goes into a new store in its place.
+    Repair {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Administrative commands; while `serve` runs they go to it over DIR/control.sock.
     #[command(flatten)]
     Admin(AdminCommand),
@@ -98,6 +106,10 @@ pub(crate) enum AdminCommand {
         /// Days of validity.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Offline lease: after N days without contact with a relay, the
+        /// device keeps case data closed until it syncs again.
+        #[arg(long, value_name = "N")]
+        lease_days: Option<u16>,
         /// Where to write the certificate (a new file).
         #[arg(long)]
         out: PathBuf,
@@ -107,6 +119,19 @@ pub(crate) enum AdminCommand {
         /// Device id or unique prefix.
         device: String,
         /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Order a lost device wiped: relays carry the signed order to it, and
+    /// it destroys its keys at its next contact (revoke it too).
+    Wipe {
+        /// Device id or unique prefix.
+        #[arg(long)]
+        device: String,
+        /// Days the order stays valid.
+        #[arg(long, default_value_t = 90, value_name = "N")]
+        valid_days: u32,
+        /// Why (kept in every audit log the order passes).
         #[arg(long)]
         reason: Option<String>,
     },

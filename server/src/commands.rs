@@ -12,7 +12,7 @@ use fieldsync_server::admin::{
 use fieldsync_server::hq::{self, Setup};
 use fieldsync_server::keys::DataDir;
 use fieldsync_server::serve::{ConfigFile, ServeOptions};
-use fieldsync_store::{Store, StoreError};
+use fieldsync_store::{RepairOptions, Store, StoreError, StoreKind};
 
 use crate::cli::{AdminCommand, CaseCommand, Cli, Command, QuarantineCommand};
 
@@ -61,6 +61,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             cert,
         ),
         Command::Demo => crate::demo::run(),
+        Command::Repair { json } => repair(&dir, json),
         Command::Admin(cmd) => {
             let response = admin(&dir, &request(cmd)?)?;
             print!("{}", response.output);
@@ -114,6 +115,58 @@ fn serve(
         .await
     })?;
     println!("stopped");
+    Ok(())
+}
+
+/// Salvages a damaged store into a new one (see `Store::repair`).
+fn repair(dir: &DataDir, json: bool) -> Result<()> {
+    let mut epoch = [0u8; 16];
+    getrandom::fill(&mut epoch).map_err(|e| anyhow!("the OS random generator failed: {e}"))?;
+    // The relay's certificate names its identity: a repair that must read
+    // the raw file recognizes the relay key by it (at headquarters, where
+    // the certificate can be checked here).
+    let device = fieldsync_server::keys::read_hq_key(&dir.hq_key())
+        .ok()
+        .flatten()
+        .and_then(|hq| {
+            fieldsync_server::keys::read_certificate(&dir.relay_certificate(), &hq.public()).ok()
+        })
+        .map(|c| c.device());
+    let how = RepairOptions {
+        epoch,
+        now: fieldsync_server::now(),
+        device,
+        kind: Some(StoreKind::Relay),
+    };
+    let report = Store::repair(&dir.store(), &how).map_err(|e| anyhow!(error_line(&e)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    match &report.check {
+        Some(found) => println!("damaged: {found}"),
+        None => {
+            println!("the file passed its checksums; values that failed to decode were left out")
+        }
+    }
+    println!("kept aside  {}", report.damaged.display());
+    println!("new store   {}", report.path.display());
+    println!(
+        "recovered   {} cases, {} changes ({} waiting for lost dependencies), {} quarantine entries, {} peers, {} audit events",
+        report.cases,
+        report.changes,
+        report.pending,
+        report.quarantined,
+        report.peers,
+        report.audit
+    );
+    println!("lost        {}", report.lost);
+    for p in &report.problems {
+        println!("  {p}");
+    }
+    if report.lost > 0 {
+        println!("devices and offices send back what they hold at their next sync");
+    }
     Ok(())
 }
 
@@ -183,6 +236,7 @@ fn request(cmd: AdminCommand) -> Result<AdminRequest> {
             read,
             write,
             days,
+            lease_days,
             out,
         } => {
             let device: DeviceId = device
@@ -200,10 +254,20 @@ fn request(cmd: AdminCommand) -> Result<AdminRequest> {
                 read: read.as_deref().map(compartments).transpose()?,
                 write: write.as_deref().map(compartments).transpose()?,
                 days,
+                lease_days,
                 out,
             }))
         }
         AdminCommand::Revoke { device, reason } => AdminRequest::Revoke { device, reason },
+        AdminCommand::Wipe {
+            device,
+            valid_days,
+            reason,
+        } => AdminRequest::Wipe {
+            device,
+            days: valid_days,
+            reason,
+        },
         AdminCommand::Devices { json } => AdminRequest::Devices { json },
         AdminCommand::Cases { json } => AdminRequest::Cases { json },
         AdminCommand::Case(CaseCommand::Show { case, json }) => {

@@ -155,6 +155,7 @@ async fn exercise(root: &Path) -> Result<()> {
                 read: None,
                 write: None,
                 days: 30,
+                lease_days: None,
                 out: out.clone(),
             })),
         )
@@ -705,6 +706,7 @@ async fn enroll_at(
         read,
         write: None,
         days: 30,
+        lease_days: None,
         out: out.to_owned(),
     }));
     hq.relay

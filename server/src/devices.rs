@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fieldsync_identity::{DeviceCertificate, DeviceId, Timestamp};
+use fieldsync_identity::{DeviceCertificate, DeviceId, Timestamp, WipeOrder};
 use fieldsync_store::{PeerRecord, Store};
 use fieldsync_view::{DeviceNames, Format, ViewError};
 use serde::Serialize;
@@ -180,6 +180,60 @@ struct DeviceRow {
     pending_to_send: u64,
     revoked: Option<RevokedRow>,
     carried_by: Option<String>,
+    /// The certificate's offline lease, in days.
+    offline_lease_days: Option<u16>,
+    /// The wipe order this relay holds for the device, if any.
+    wipe: Option<WipeRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct WipeRow {
+    nonce: String,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    expired: bool,
+    reason: String,
+    /// When this relay gave the device its order (first and latest
+    /// session), if it did; an order delivered by another relay shows there.
+    delivered: Option<DeliveredRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct DeliveredRow {
+    first_at: Timestamp,
+    last_at: Timestamp,
+    sessions: u64,
+}
+
+/// The wipe order this relay holds for `device`, with its delivery here.
+fn wipe_row(
+    ctx: &AdminContext<'_>,
+    device: &DeviceId,
+    now: Timestamp,
+) -> Result<Option<WipeRow>, AdminError> {
+    let store = ctx.store();
+    let Some(order) = store
+        .held_wipe_order(device)?
+        .and_then(|b| WipeOrder::from_bytes(&b, ctx.hq_public()).ok())
+    else {
+        return Ok(None);
+    };
+    let delivered = store
+        .wipe_delivery(device)?
+        .filter(|d| d.nonce == order.nonce())
+        .map(|d| DeliveredRow {
+            first_at: d.first_at,
+            last_at: d.last_at,
+            sessions: d.sessions,
+        });
+    Ok(Some(WipeRow {
+        nonce: order.nonce_hex(),
+        issued_at: order.issued_at(),
+        expires_at: order.expires_at(),
+        expired: order.check_time(now).is_err(),
+        reason: order.reason().to_owned(),
+        delivered,
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -195,6 +249,7 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
     let head = store.log_head()?;
     let revocations = ctx.revocations()?;
     let known = known(ctx)?;
+    let now = crate::now();
     let mut rows = Vec::with_capacity(known.len());
     for k in &known {
         let cert = k.certificate.as_ref();
@@ -231,6 +286,8 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
                 .as_ref()
                 .and_then(|p| p.carried_by)
                 .map(|d| d.to_string()),
+            offline_lease_days: cert.and_then(DeviceCertificate::offline_lease_days),
+            wipe: wipe_row(ctx, &k.device, now)?,
         });
     }
     if format == Format::Json {
@@ -245,6 +302,22 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
         );
     }
     Ok(table(&rows, &names(ctx)?))
+}
+
+/// The STATE cell: active or revoked, and any wipe order with its delivery.
+fn state(r: &DeviceRow) -> String {
+    let mut out = r
+        .revoked
+        .as_ref()
+        .map_or_else(|| "active".to_owned(), |v| format!("revoked {}", v.at));
+    if let Some(w) = &r.wipe {
+        out.push_str(&match (&w.delivered, w.expired) {
+            (Some(d), _) => format!("; wipe ordered, delivered {}", d.first_at),
+            (None, true) => "; wipe ordered, expired undelivered".to_owned(),
+            (None, false) => "; wipe ordered, not delivered here".to_owned(),
+        });
+    }
+    out
 }
 
 /// The text table of `devices`.
@@ -262,9 +335,7 @@ fn table(rows: &[DeviceRow], names: &DeviceNames) -> String {
                     .map_or_else(|| "never".to_owned(), |t| t.to_string()),
                 r.held_through.map_or_else(dash, |s| s.to_string()),
                 r.pending_to_send.to_string(),
-                r.revoked
-                    .as_ref()
-                    .map_or_else(|| "active".to_owned(), |v| format!("revoked {}", v.at)),
+                state(r),
                 r.carried_by
                     .as_deref()
                     .and_then(|d| d.parse::<DeviceId>().ok())

@@ -1,11 +1,11 @@
 //! What only headquarters does, with its root key: set up a relay, enroll
-//! and revoke devices, release quarantined changes.
+//! and revoke devices, order lost devices wiped, release quarantined changes.
 
 use std::path::PathBuf;
 
 use fieldsync_identity::{
     CERTIFICATE_VERSION, CertificateBody, Compartment, DeviceCertificate, DeviceId, HqRoot,
-    PublicKey, Revocation, Role, SecretKey, Timestamp,
+    MIN_CERTIFICATE_VERSION, PublicKey, Revocation, Role, SecretKey, Timestamp, WipeOrder,
 };
 use fieldsync_protocol::{
     Authority, MAX_RELEASE_REASON, apply_release, encode_release, release_body,
@@ -237,6 +237,18 @@ pub fn install_office_certificate(
 pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, AdminError> {
     let hq = ctx.hq()?;
     check_days(e.days)?;
+    if let Some(lease) = e.lease_days {
+        if !(1..=MAX_DAYS).contains(&u32::from(lease)) {
+            return Err(AdminError::Invalid(format!(
+                "--lease-days must be 1 to {MAX_DAYS}, not {lease}"
+            )));
+        }
+        if e.role == Role::Relay {
+            return Err(AdminError::Invalid(
+                "a relay keeps no offline lease; enroll it without --lease-days".into(),
+            ));
+        }
+    }
     if let Some(entry) = ctx
         .revocations()?
         .as_ref()
@@ -276,8 +288,13 @@ pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, A
         .ok_or_else(|| AdminError::Invalid("certificate serials are exhausted".into()))?;
     let now = now();
     let (not_before, not_after) = validity(now, e.days);
-    let cert = hq.issue(CertificateBody {
-        version: CERTIFICATE_VERSION,
+    // Without a lease, version 1: builds that predate the lease read it too.
+    let version = match e.lease_days {
+        Some(_) => CERTIFICATE_VERSION,
+        None => MIN_CERTIFICATE_VERSION,
+    };
+    let body = CertificateBody {
+        version,
         serial,
         issuer: hq.public(),
         device: e.device,
@@ -288,7 +305,8 @@ pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, A
         write,
         not_before,
         not_after,
-    })?;
+    };
+    let cert = hq.issue_with_lease(body, e.lease_days)?;
     let previous = devices::enrolled_certificate(ctx, &e.device)?;
     // The serial is spent before the file exists, so that no two
     // certificates ever share one.
@@ -314,8 +332,14 @@ pub(crate) fn enroll(ctx: &AdminContext<'_>, e: &Enrollment) -> Result<String, A
         Some(p) => format!("re-enrolled (replaces certificate {})", p.serial()),
         None => "enrolled".to_owned(),
     };
+    let lease = match cert.offline_lease_days() {
+        Some(days) => format!(
+            "offline lease {days} days: after {days} days without contact with a relay the device keeps case data closed until it syncs\n"
+        ),
+        None => String::new(),
+    };
     Ok(format!(
-        "{verb} {} ({}, {}, {}): certificate {serial} written to {}\nreads {}; writes {}; valid {} to {}\n",
+        "{verb} {} ({}, {}, {}): certificate {serial} written to {}\nreads {}; writes {}; valid {} to {}\n{lease}",
         e.device.short(),
         b.name,
         b.role,
@@ -417,5 +441,71 @@ pub(crate) fn release(
         report.stored,
         report.pending,
         report.duplicates,
+    ))
+}
+
+/// Default reason of a wipe order.
+const WIPE_REASON: &str = "ordered wiped by headquarters";
+
+/// Orders a device wiped: signs an order with headquarters' root key (a
+/// random nonce, valid `days` days) and holds it to carry: a running
+/// server sends it at once to the device if it is connected, and to every
+/// relay it syncs with. The device destroys its keys when it gets it.
+pub(crate) fn wipe(
+    ctx: &AdminContext<'_>,
+    query: &str,
+    days: u32,
+    reason: Option<&str>,
+) -> Result<String, AdminError> {
+    let hq = ctx.hq()?;
+    let known = devices::resolve(ctx, query)?;
+    let device = known.device;
+    if known
+        .certificate
+        .as_ref()
+        .is_some_and(|c| c.role() == Role::Relay)
+        || device == ctx.store().device().id()
+    {
+        return Err(AdminError::Invalid(format!(
+            "{} is a relay; wipe orders are for devices (field, supervisor, liaison)",
+            device.short()
+        )));
+    }
+    let store = ctx.store();
+    let replaced = store
+        .held_wipe_order(&device)?
+        .and_then(|b| WipeOrder::from_bytes(&b, ctx.hq_public()).ok());
+    let now = now();
+    let order = hq.order_wipe(
+        device,
+        random::<16>()?,
+        now,
+        days,
+        reason.unwrap_or(WIPE_REASON),
+    )?;
+    store.issue_wipe_order(&order, now)?;
+    let label = devices::names(ctx)?.label(&device);
+    let replaced = match replaced {
+        Some(old) => format!(" (replaces order {})", &old.nonce_hex()[..8]),
+        None => String::new(),
+    };
+    let revoked = ctx
+        .revocations()?
+        .as_ref()
+        .and_then(|l| l.is_revoked(&device))
+        .is_some();
+    let next = if revoked {
+        "the device is revoked: a relay that holds the order lets it connect only to receive it, then refuses it"
+            .to_owned()
+    } else {
+        format!(
+            "revoke it too (fieldsync-server revoke {}): relays then refuse it everything but this order",
+            device.short()
+        )
+    };
+    Ok(format!(
+        "wipe order {} for {label}{replaced}: valid until {}\nrelays carry it; the device destroys its keys at its next contact with one\n{next}\n",
+        &order.nonce_hex()[..8],
+        order.expires_at(),
     ))
 }

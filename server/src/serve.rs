@@ -11,7 +11,9 @@ use fieldsync_identity::Role;
 use fieldsync_node::{Mode, Node, NodeConfig};
 use fieldsync_protocol::NodeRole;
 use fieldsync_store::{Store, StoreError};
-use fieldsync_transport::{Identity, Listener, PeerPolicy, TransportError, TransportSettings};
+use fieldsync_transport::{
+    Identity, Listener, ListenerStats, PeerPolicy, TransportError, TransportSettings, close_code,
+};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -24,6 +26,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
 /// Connections served at once, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
+/// Live connections one device key may hold at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_DEVICE: usize = 4;
+
+/// `SO_RCVBUF` asked for the UDP socket, by default (8 MiB).
+pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
+
+/// How often `serve` logs what its listener refused, when it refused anything.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What `serve` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
@@ -31,6 +42,13 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Connections served at once; more are turned away until one ends.
     pub max_connections: usize,
+    /// Live connections one device key may hold at once; the next is
+    /// refused with a named reason (a device needs one; a few more cover
+    /// reconnections while a dead connection times out).
+    pub max_connections_per_device: usize,
+    /// `SO_RCVBUF` asked for the UDP socket, in bytes (0: the OS default).
+    /// Linux caps it at `net.core.rmem_max`; the relay warns when it does.
+    pub udp_receive_buffer: usize,
     /// An office relay's headquarters (HOST:PORT): its log goes up there,
     /// and what its compartments may read comes down, whenever reachable.
     pub upstream: Option<String>,
@@ -45,6 +63,8 @@ pub struct ServeOptions {
 /// ```toml
 /// listen = "0.0.0.0:4433"
 /// max_connections = 2000
+/// max_connections_per_device = 4
+/// udp_receive_buffer = 8388608       # bytes; 0 keeps the OS default
 /// upstream = "hq.example.org:4433"   # office relays only
 /// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -54,6 +74,10 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// See [`ServeOptions::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`ServeOptions::max_connections_per_device`].
+    pub max_connections_per_device: Option<usize>,
+    /// See [`ServeOptions::udp_receive_buffer`].
+    pub udp_receive_buffer: Option<usize>,
     /// See [`ServeOptions::upstream`].
     pub upstream: Option<String>,
 }
@@ -129,12 +153,33 @@ impl ServeOptions {
                 "max_connections must be at least 1".into(),
             ));
         }
+        let max_connections_per_device = file
+            .max_connections_per_device
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_DEVICE);
+        if max_connections_per_device == 0 {
+            return Err(ServeError::Option(
+                "max_connections_per_device must be at least 1".into(),
+            ));
+        }
         Ok(Self {
             listen,
             max_connections,
+            max_connections_per_device,
+            udp_receive_buffer: file
+                .udp_receive_buffer
+                .unwrap_or(DEFAULT_UDP_RECEIVE_BUFFER),
             upstream: file.upstream.clone(),
             cert: None,
         })
+    }
+
+    /// The listener's settings: the transport's defaults with these options.
+    pub fn transport_settings(&self) -> TransportSettings {
+        TransportSettings {
+            max_connections_per_peer: self.max_connections_per_device,
+            udp_receive_buffer: (self.udp_receive_buffer > 0).then_some(self.udp_receive_buffer),
+            ..TransportSettings::default()
+        }
     }
 }
 
@@ -198,7 +243,7 @@ pub async fn serve(
     let listener = match Listener::bind(
         opts.listen,
         &identity,
-        &TransportSettings::default(),
+        &opts.transport_settings(),
         PeerPolicy::accept_any(),
     )
     .await
@@ -237,14 +282,24 @@ pub async fn serve(
     ready(&running);
     tracing::info!(addr = %running.addr, relay = %relay.short(), "serving");
     let limit = Arc::new(Semaphore::new(opts.max_connections));
+    let mut stats_timer = tokio::time::interval(STATS_EVERY);
+    let mut last_stats = listener.stats();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            _ = stats_timer.tick() => {
+                let now = listener.stats();
+                log_refusals(&last_stats, &now);
+                last_stats = now;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(conn) => {
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         tracing::warn!(peer = %conn.peer_device().short(), "connection limit reached; turning a device away");
-                        tokio::spawn(conn.close(2, "the relay is at its connection limit; try again later"));
+                        tokio::spawn(conn.close(
+                            close_code::BUSY,
+                            "the relay is at its connection limit; try again later",
+                        ));
                         continue;
                     };
                     let node = node.clone();
@@ -275,8 +330,42 @@ pub async fn serve(
     Ok(())
 }
 
-/// An office relay's link to headquarters: one live session at a time,
-/// redialed with backoff whenever it drops.
+/// Logs what the listener refused since `before`, if anything.
+fn log_refusals(before: &ListenerStats, now: &ListenerStats) {
+    let failed = now.handshakes_failed - before.handshakes_failed;
+    let busy = now.refused_busy - before.refused_busy;
+    let per_device = now.refused_per_peer - before.refused_per_peer;
+    let openings = now.bad_openings - before.bad_openings;
+    let streams = now.streams_refused - before.streams_refused;
+    let retries = now.retries - before.retries;
+    if busy > 0 {
+        // At capacity: devices were turned away and will retry.
+        tracing::warn!(
+            accepted = now.accepted - before.accepted,
+            handshakes_failed = failed,
+            refused_busy = busy,
+            refused_per_device = per_device,
+            bad_openings = openings,
+            streams_refused = streams,
+            retries,
+            devices_connected = now.peers,
+            "too many handshakes at once in the last minute; some were refused"
+        );
+    } else if failed + per_device + openings + streams + retries > 0 {
+        tracing::info!(
+            accepted = now.accepted - before.accepted,
+            handshakes_failed = failed,
+            refused_busy = busy,
+            refused_per_device = per_device,
+            bad_openings = openings,
+            streams_refused = streams,
+            retries,
+            devices_connected = now.peers,
+            "listener refusals in the last minute"
+        );
+    }
+}
+
 /// Checks an upstream address for form only: the name is looked up at every
 /// attempt, so an office that starts while headquarters' name does not
 /// resolve (the uplink is down) serves its devices and connects once it does.
@@ -292,6 +381,8 @@ fn check_upstream(addr: &str) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// An office relay's link to headquarters: one live session at a time,
+/// redialed with backoff whenever it drops.
 async fn start_upstream(
     node: &Node,
     identity: &Identity,
@@ -359,6 +450,7 @@ fn start_control(dir: &DataDir, node: &Node) -> Result<tokio::task::JoinHandle<(
                     .map_err(|e| error_line(&e));
                 if out.is_ok() && req.changes_state() {
                     engine.revocations_changed();
+                    engine.wipe_orders_changed();
                     engine.log_grew();
                 }
                 out
@@ -366,4 +458,43 @@ fn start_control(dir: &DataDir, node: &Node) -> Result<tokio::task::JoinHandle<(
             .map_err(|e| e.to_string())?
     };
     Ok(tokio::spawn(server.serve(handler)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn listener_limits_come_from_the_config_file() {
+        let file: ConfigFile =
+            toml::from_str("max_connections_per_device = 2\nudp_receive_buffer = 1048576\n")
+                .unwrap();
+        let opts = ServeOptions::resolve(None, None, &file).unwrap();
+        let settings = opts.transport_settings();
+        assert_eq!(settings.max_connections_per_peer, 2);
+        assert_eq!(settings.udp_receive_buffer, Some(1 << 20));
+        assert!(settings.validate().is_ok());
+
+        let defaults = ServeOptions::resolve(None, None, &ConfigFile::default()).unwrap();
+        assert_eq!(
+            defaults.max_connections_per_device,
+            DEFAULT_MAX_CONNECTIONS_PER_DEVICE
+        );
+        assert_eq!(
+            defaults.transport_settings().udp_receive_buffer,
+            Some(DEFAULT_UDP_RECEIVE_BUFFER)
+        );
+
+        let os_default: ConfigFile = toml::from_str("udp_receive_buffer = 0").unwrap();
+        let opts = ServeOptions::resolve(None, None, &os_default).unwrap();
+        assert_eq!(opts.transport_settings().udp_receive_buffer, None);
+
+        let zero: ConfigFile = toml::from_str("max_connections_per_device = 0").unwrap();
+        assert!(matches!(
+            ServeOptions::resolve(None, None, &zero),
+            Err(ServeError::Option(m)) if m.contains("max_connections_per_device")
+        ));
+    }
 }

@@ -59,10 +59,16 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// One agent with its own data directory.
+/// The passphrase test agents' stores are locked with (through
+/// `FIELDSYNC_PASSPHRASE`), unless an agent uses a key file.
+pub const TEST_PASSPHRASE: &str = "field test passphrase";
+
+/// One agent with its own data directory. Its store is encrypted at rest,
+/// locked with [`TEST_PASSPHRASE`] or with a key file.
 #[derive(Debug, Clone)]
 pub struct Agent {
     data: PathBuf,
+    key_file: Option<PathBuf>,
 }
 
 /// A finished agent command.
@@ -113,11 +119,44 @@ impl Run {
 }
 
 impl Agent {
-    /// An agent whose data lives in `data`.
+    /// An agent whose data lives in `data`, its store locked with
+    /// [`TEST_PASSPHRASE`] (every command pays for Argon2id).
     pub fn new(data: &Path) -> Self {
         Self {
             data: data.to_owned(),
+            key_file: None,
         }
+    }
+
+    /// An agent whose store is locked with the key file `key_file` (made by
+    /// `init` if missing): unlocking costs next to nothing, for tests that
+    /// time or kill commands.
+    pub fn with_key_file(data: &Path, key_file: &Path) -> Self {
+        Self {
+            data: data.to_owned(),
+            key_file: Some(key_file.to_owned()),
+        }
+    }
+
+    /// Opens this agent's store in this process (the agent must not be
+    /// running), unlocking it as the agent would.
+    pub fn open_store(&self) -> fieldsync_store::Store {
+        use fieldsync_vault::{Credential, Vault};
+        let credential = match &self.key_file {
+            Some(k) => Credential::from_key_file(k)
+                .unwrap_or_else(|e| panic!("cannot read the key file: {e}")),
+            None => Credential::passphrase(zeroize::Zeroizing::new(TEST_PASSPHRASE.to_owned())),
+        };
+        let key = Vault::new(&self.data)
+            .unlock(&credential, &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("cannot unlock the agent's store: {e}"));
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap_or_else(|e| panic!("no randomness: {e}"));
+        fieldsync_store::Store::open_sealed(
+            &self.data.join(fieldsync_vault::STORE_FILE),
+            fieldsync_store::AeadSeal::new(key.as_bytes(), seed),
+        )
+        .unwrap_or_else(|e| panic!("cannot open the agent's store: {e}"))
     }
 
     /// The data directory.
@@ -129,7 +168,18 @@ impl Agent {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("fieldsync-agent"));
         cmd.arg("--data").arg(&self.data).args(args);
-        cmd.env_remove("FIELDSYNC_DATA").env_remove("FIELDSYNC_LOG");
+        for var in [
+            "FIELDSYNC_DATA",
+            "FIELDSYNC_LOG",
+            "FIELDSYNC_PASSPHRASE",
+            "FIELDSYNC_KEY_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
+        match &self.key_file {
+            Some(k) => cmd.env("FIELDSYNC_KEY_FILE", k),
+            None => cmd.env("FIELDSYNC_PASSPHRASE", TEST_PASSPHRASE),
+        };
         cmd
     }
 

@@ -132,7 +132,9 @@ fn kill_9_during_edit_bursts_loses_nothing_acknowledged() {
     let mut next = 0u64;
     let started = Instant::now();
     for cycle in 0..cycles {
-        let delay = Duration::from_micros(rng.next() % 60_000);
+        // The child opens the store first (checking every page of it: a few
+        // ms in a debug build), then edits until it is killed.
+        let delay = Duration::from_micros(15_000 + rng.next() % 60_000);
         let acked = burst(&path, &case, next, delay);
         next += acked.len() as u64 + 1_000; // fresh numbers each cycle, even for unacknowledged edits
         acknowledged.extend(acked);
@@ -170,7 +172,8 @@ fn kill_9_of_the_agent_binary_loses_nothing_acknowledged() {
     eprintln!("agent crash test: CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::new(dir.path());
+    // A key file: unlocking takes a millisecond, so the kills land in the edits.
+    let agent = Agent::with_key_file(&dir.path().join("data"), &dir.path().join("crash.key"));
     agent
         .run(&["init", "--name", "crash-agent", "--office", "mexico-city"])
         .ok();
@@ -201,7 +204,7 @@ fn kill_9_of_the_agent_binary_loses_nothing_acknowledged() {
             acknowledged.push(i);
         }
     }
-    let store = Store::open(&dir.path().join("fieldsync.redb")).unwrap();
+    let store = agent.open_store();
     let present = notes_in(&store, &case.parse().unwrap());
     for i in &acknowledged {
         assert!(

@@ -295,7 +295,7 @@ fn devices_without_a_valid_certificate_are_refused_with_the_reason() {
 
 /// Writes `n` edits into an agent's store directly (the agent is not running).
 fn bulk_edits(agent: &Agent, case: &str, n: usize) {
-    let store = fieldsync_store::Store::open(&agent.data().join("fieldsync.redb")).unwrap();
+    let store = agent.open_store();
     let id = store.resolve_case(case).unwrap();
     let me = store.device().id();
     let now = Timestamp::from_millis(

@@ -19,8 +19,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::ChangeError;
 use crate::guard::guarded;
 
-/// Largest Automerge change accepted in an envelope: 1 MiB.
-pub const MAX_CHANGE_LEN: usize = 1 << 20;
+/// Largest Automerge change accepted in an envelope: 512 KiB. Half a sync
+/// batch (1 MiB), so that the largest change, its envelope header, its
+/// case's genesis and its author's certificate always travel in one batch;
+/// [`CaseDoc::commit`](crate::CaseDoc::commit) refuses to make a larger one.
+pub const MAX_CHANGE_LEN: usize = 512 << 10;
 /// Version byte of the envelope.
 pub const CHANGE_ENVELOPE_V1: u8 = 1;
 /// Size of the envelope header before the change bytes.

@@ -7,7 +7,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, LoadOptions, ReadDoc, TextEncoding, VerificationMode};
 use fieldsync_identity::{ActorBinding, Timestamp};
 
-use crate::change::ChangeHash;
+use crate::change::{ChangeHash, MAX_CHANGE_LEN};
 use crate::error::{CaseError, am};
 use crate::guard::guarded;
 
@@ -194,7 +194,30 @@ impl CaseDoc {
     /// Seals the pending local edits into one change with the author's
     /// `message` and time `now` (Automerge stores whole seconds) and returns
     /// it, for signing. `None` when nothing is pending.
+    ///
+    /// A change larger than [`MAX_CHANGE_LEN`] could never be sent: it is
+    /// refused with [`CaseError::ChangeTooLarge`], and as Automerge has
+    /// already sealed it into the document, the document is poisoned (the
+    /// store discards it with the edit's transaction).
     pub fn commit(
+        &mut self,
+        now: Timestamp,
+        message: &str,
+    ) -> Result<Option<automerge::Change>, CaseError> {
+        let change = self.commit_unchecked(now, message)?;
+        if let Some(c) = &change
+            && c.raw_bytes().len() > MAX_CHANGE_LEN
+        {
+            self.poisoned = true;
+            return Err(CaseError::ChangeTooLarge {
+                len: c.raw_bytes().len(),
+                limit: MAX_CHANGE_LEN,
+            });
+        }
+        Ok(change)
+    }
+
+    fn commit_unchecked(
         &mut self,
         now: Timestamp,
         message: &str,

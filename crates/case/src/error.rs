@@ -126,12 +126,24 @@ pub enum CaseError {
     /// which would otherwise seal them into a change that is never signed.
     #[error("uncommitted local edits are pending; commit or roll them back first")]
     UncommittedEdits,
-    /// An earlier Automerge panic left this document in an unknown state;
-    /// reload it from the store.
+    /// An earlier Automerge panic (or a refused commit) left this document
+    /// in an unknown state; reload it from the store.
     #[error(
-        "this case document is poisoned by an earlier automerge panic; reload it from the store"
+        "this case document is poisoned by an earlier automerge panic or refused commit; reload it from the store"
     )]
     Poisoned,
+    /// The pending edits make one change larger than
+    /// [`MAX_CHANGE_LEN`](crate::MAX_CHANGE_LEN): it could never be sent.
+    /// Nothing is signed; the document is poisoned (reload it).
+    #[error(
+        "the edit makes a change of {len} bytes, over the limit of {limit}; make it in smaller edits"
+    )]
+    ChangeTooLarge {
+        /// Size of the change Automerge made.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Automerge panicked; the panic was caught (the document is now poisoned,
     /// except for a failed `load`, which leaves nothing behind).
     #[error(transparent)]

@@ -22,7 +22,9 @@ const MAX_DEPTH: usize = 8;
 
 /// An owned copy of the document tree (winners only).
 enum Node {
-    Map(BTreeMap<String, Node>),
+    /// A map, with the actor id of the operation that created it (none for
+    /// the root): a note's author is the device that made its map.
+    Map(BTreeMap<String, Node>, Option<Vec<u8>>),
     List(Vec<Node>),
     Text(String),
     Scalar(ScalarValue),
@@ -118,6 +120,10 @@ fn walk(
     }
     match typ {
         ObjType::Map | ObjType::Table => {
+            let creator = match obj {
+                ObjId::Id(_, actor, _) => Some(actor.to_bytes().to_vec()),
+                ObjId::Root => None,
+            };
             let mut out = BTreeMap::new();
             for item in doc.map_range(obj, ..) {
                 let k = item.key.to_string();
@@ -132,7 +138,7 @@ fn walk(
                 path.pop();
                 out.insert(k, node);
             }
-            Ok(Node::Map(out))
+            Ok(Node::Map(out, creator))
         }
         ObjType::List => {
             let mut out = Vec::new();
@@ -220,6 +226,8 @@ struct Fields<'a> {
     /// Device ids already parsed (parsing decompresses a curve point; a case
     /// has thousands of entries by a handful of devices).
     devices: BTreeMap<String, DeviceId>,
+    /// Actor ids already parsed, to their device (`None`: not a FieldSync actor).
+    actors: BTreeMap<Vec<u8>, Option<DeviceId>>,
 }
 
 /// `path/k`, or `k` at the root.
@@ -242,7 +250,7 @@ impl Fields<'_> {
         path: &str,
     ) -> Option<&'n BTreeMap<String, Node>> {
         match node {
-            Some(Node::Map(m)) => Some(m),
+            Some(Node::Map(m, _)) => Some(m),
             None => None,
             Some(_) => {
                 self.problem(path, "is not a map; ignored");
@@ -315,6 +323,20 @@ impl Fields<'_> {
         parsed
     }
 
+    /// The device whose operation created the map `node`, when its actor is
+    /// a FieldSync actor (every stored change's actor is bound to its signer).
+    fn creator(&mut self, node: &Node) -> Option<DeviceId> {
+        let Node::Map(_, Some(actor)) = node else {
+            return None;
+        };
+        if let Some(d) = self.actors.get(actor) {
+            return *d;
+        }
+        let d = ActorBinding::parse(actor).map(|b| b.device);
+        self.actors.insert(actor.clone(), d);
+        d
+    }
+
     /// Entries of an item map whose keys parse with `parse`, sorted by the parsed key.
     fn items<'n, K: Ord>(
         &mut self,
@@ -344,6 +366,7 @@ fn build_record(
     let mut f = Fields {
         problems,
         devices: BTreeMap::new(),
+        actors: BTreeMap::new(),
     };
     let empty = BTreeMap::new();
     let root = f.map(Some(root), "document").unwrap_or(&empty);
@@ -500,12 +523,36 @@ fn notes(f: &mut Fields<'_>, root: &BTreeMap<String, Node>) -> Vec<NoteRecord> {
         let Some(m) = f.map(Some(node), &p) else {
             continue;
         };
-        let (Some(author), Some(at)) = (f.device(m, key::AUTHOR, &p), f.time(m, key::AT, &p))
-        else {
+        // The author is the device whose change created the note: its
+        // actor is bound to the change's signature. The note's own
+        // `author` field is only the editor's claim.
+        let written_by = f.creator(node);
+        let claimed = f.device(m, key::AUTHOR, &p);
+        let (author, claimed_author) = match (written_by, claimed) {
+            (Some(by), Some(claim)) if by == claim => (by, None),
+            (Some(by), claim) => {
+                let said = claim.map_or_else(|| "no author".to_owned(), |c| c.to_string());
+                f.problem(
+                    &join(&p, key::AUTHOR),
+                    &format!("names {said}, but device {by} wrote the note; shown as {by}"),
+                );
+                (by, claim)
+            }
+            (None, Some(claim)) => {
+                f.problem(
+                    &p,
+                    "was not created by a FieldSync device; its author is unverified",
+                );
+                (claim, None)
+            }
+            (None, None) => continue,
+        };
+        let Some(at) = f.time(m, key::AT, &p) else {
             continue;
         };
         out.push(NoteRecord {
             author,
+            claimed_author,
             at,
             text: f.str(m, key::TEXT, &p),
         });

@@ -27,6 +27,7 @@ pub const RECORD_SCHEMA: u32 = 1;
 ///                              "holder": "…"|null, "location": "…"|null}]}],
 ///   "tasks": [{"id": "<16 hex>", "text": "…", "assignee": "…"|null, "done": false}],
 ///   "notes": [{"author": "<64 hex>", "at": "<RFC 3339>", "text": "…"}],
+///             (+ "claimed_author": "<64 hex>" when the note names another author)
 ///   "links": [{"case": "<32 hex>", "relation": "…"}],
 ///   "attachments": [{"hash": "<64 hex BLAKE3>", "name": "…", "size": 123, "media_type": "…"}],
 ///   "heads": ["<64 hex>"],
@@ -152,8 +153,15 @@ pub struct TaskRecord {
 /// A note of the append-only log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoteRecord {
-    /// Author device.
+    /// The device that wrote the note: the one whose signed change created
+    /// it (its Automerge actor is bound to the signing key), whatever the
+    /// note's own `author` field says.
     pub author: DeviceId,
+    /// What the note's `author` field claims, when it names another device
+    /// than [`NoteRecord::author`] (a forged or mistaken attribution; also
+    /// listed in the record's `problems`). Absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_author: Option<DeviceId>,
     /// When it was written.
     pub at: Timestamp,
     /// Text.

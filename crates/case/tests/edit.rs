@@ -344,7 +344,11 @@ fn notes_links_attachments() {
     commit(&mut doc);
     let r = doc.record(&genesis(&a)).unwrap();
     assert_eq!(r.notes.len(), 2);
-    assert_eq!((r.notes[1].author, r.notes[1].at), (b.id, t(4)));
+    // A wrote the second note: naming B does not make it B's.
+    assert_eq!(
+        (r.notes[1].author, r.notes[1].claimed_author, r.notes[1].at),
+        (a.id, Some(b.id), t(4))
+    );
     assert_eq!(r.notes[0].text, "First note");
     assert_eq!(
         (r.links[0].case, r.links[0].relation.as_str()),

@@ -13,13 +13,20 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Compartment, Role};
 use crate::error::{CertificateError, DecodeError, VerifyError};
 use crate::ids::{DeviceId, Timestamp};
-use crate::keys::{PublicKey, SecretKey};
+use crate::keys::{PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SecretKey};
 use crate::record::{Encoded, Record, decode_signed, encode_signed};
 use crate::revocation::RevocationList;
-use crate::signed::{Verified, sign};
+use crate::signed::{Signed, Verified, sign};
 
-/// The [`CertificateBody::version`] this build writes and reads.
-pub const CERTIFICATE_VERSION: u8 = 1;
+/// The newest [`CertificateBody::version`] this build writes and reads.
+/// Version 2 adds the offline lease ([`DeviceCertificate::offline_lease_days`]).
+pub const CERTIFICATE_VERSION: u8 = 2;
+/// The oldest [`CertificateBody::version`] this build reads (and writes, for
+/// a certificate without a lease, so that older builds read it too).
+/// A version-1 certificate has no offline lease.
+pub const MIN_CERTIFICATE_VERSION: u8 = 1;
+/// The first version that can carry an offline lease.
+const LEASE_SINCE: u8 = 2;
 
 /// Longest `name` or `office`, in characters.
 const LABEL_MAX: usize = 256;
@@ -40,7 +47,8 @@ pub(crate) fn short(key: &PublicKey) -> String {
 /// checks the rules documented on each field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateBody {
-    /// Format version; must be [`CERTIFICATE_VERSION`].
+    /// Format version: [`MIN_CERTIFICATE_VERSION`] to [`CERTIFICATE_VERSION`]
+    /// (an offline lease needs version 2).
     pub version: u8,
     /// Headquarters' serial number of this certificate.
     pub serial: u64,
@@ -65,19 +73,122 @@ pub struct CertificateBody {
     pub not_after: Timestamp,
 }
 
-impl Record for CertificateBody {
+/// The signed content of a certificate: the body, and from version 2 on
+/// the offline lease after it.
+///
+/// The encoding of a version-1 certificate is the body alone (postcard,
+/// field by field), exactly as builds before version 2 wrote it, so their
+/// signatures still verify; a version-2 certificate appends the lease
+/// (`Option<u16>`). The version, the body's first field, says which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CertificateRecord {
+    body: CertificateBody,
+    offline_lease_days: Option<u16>,
+}
+
+impl Serialize for CertificateRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeTuple as _};
+        if self.body.version < LEASE_SINCE {
+            if self.offline_lease_days.is_some() {
+                return Err(S::Error::custom(
+                    "a version-1 certificate cannot carry an offline lease",
+                ));
+            }
+            return self.body.serialize(s);
+        }
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.body)?;
+        t.serialize_element(&self.offline_lease_days)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for CertificateRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = CertificateRecord;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a certificate body, then its lease from version 2 on")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CertificateRecord, A::Error> {
+                use serde::de::Error as _;
+                let body: CertificateBody = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                if body.version > CERTIFICATE_VERSION {
+                    // What follows is unknown; `decode_record` names the version.
+                    return Err(A::Error::custom("unsupported certificate version"));
+                }
+                let offline_lease_days = if body.version >= LEASE_SINCE {
+                    seq.next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(1, &self))?
+                } else {
+                    None
+                };
+                Ok(CertificateRecord {
+                    body,
+                    offline_lease_days,
+                })
+            }
+        }
+        d.deserialize_tuple(2, Fields)
+    }
+}
+
+/// Decodes a signed certificate record; a record of a version newer than
+/// this build knows is [`DecodeError::UnsupportedVersion`].
+fn decode_record(bytes: &[u8]) -> Result<Signed<Encoded<CertificateRecord>>, DecodeError> {
+    decode_signed::<CertificateRecord>(bytes).map_err(|e| {
+        // The record follows the envelope; the version is its first byte.
+        let version = bytes.get(1 + PUBLIC_KEY_LEN + SIGNATURE_LEN).copied();
+        match (e, version) {
+            (DecodeError::Malformed { .. }, Some(v)) if v > CERTIFICATE_VERSION => {
+                DecodeError::UnsupportedVersion {
+                    what: CertificateRecord::WHAT,
+                    version: v,
+                }
+            }
+            (e, _) => e,
+        }
+    })
+}
+
+impl Record for CertificateRecord {
     const DOMAIN: &'static [u8] = b"fieldsync/certificate/v1";
     const WHAT: &'static str = "certificate";
     const MAX_LEN: usize = 16 * 1024;
 
     fn check_signer(&self, signer: &PublicKey) -> Result<(), String> {
-        if *signer == self.issuer {
+        if *signer == self.body.issuer {
             Ok(())
         } else {
             Err(format!(
                 "the certificate names issuer {}",
-                short(&self.issuer)
+                short(&self.body.issuer)
             ))
+        }
+    }
+}
+
+impl CertificateRecord {
+    /// Checks every rule of a certificate (not time, not revocation).
+    fn validate(&self) -> Result<(), CertificateError> {
+        self.body.validate()?;
+        match self.offline_lease_days {
+            Some(_) if self.body.version < LEASE_SINCE => Err(CertificateError::Invalid(
+                "an offline lease needs a version-2 certificate".into(),
+            )),
+            Some(0) => Err(CertificateError::Invalid(
+                "an offline lease is at least one day".into(),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -86,9 +197,9 @@ impl CertificateBody {
     /// Checks every rule of a body (not time, not revocation).
     fn validate(&self) -> Result<(), CertificateError> {
         let invalid = |msg: String| Err(CertificateError::Invalid(msg));
-        if self.version != CERTIFICATE_VERSION {
+        if !(MIN_CERTIFICATE_VERSION..=CERTIFICATE_VERSION).contains(&self.version) {
             return Err(DecodeError::UnsupportedVersion {
-                what: Self::WHAT,
+                what: CertificateRecord::WHAT,
                 version: self.version,
             }
             .into());
@@ -172,9 +283,22 @@ impl HqRoot {
         sign(payload, &self.key)
     }
 
-    /// Issues a certificate. Sorts and deduplicates the compartment lists,
-    /// then checks the body's rules; `body.issuer` must be [`HqRoot::public`].
-    pub fn issue(&self, mut body: CertificateBody) -> Result<DeviceCertificate, CertificateError> {
+    /// Issues a certificate without an offline lease. Sorts and deduplicates
+    /// the compartment lists, then checks the body's rules; `body.issuer`
+    /// must be [`HqRoot::public`].
+    pub fn issue(&self, body: CertificateBody) -> Result<DeviceCertificate, CertificateError> {
+        self.issue_with_lease(body, None)
+    }
+
+    /// Issues a certificate as [`HqRoot::issue`] does, with an offline lease
+    /// of `offline_lease_days` (1 or more; the body must be version 2): the
+    /// device refuses to open case data after that many days without
+    /// contact with a relay (see [`DeviceCertificate::offline_lease_days`]).
+    pub fn issue_with_lease(
+        &self,
+        mut body: CertificateBody,
+        offline_lease_days: Option<u16>,
+    ) -> Result<DeviceCertificate, CertificateError> {
         if body.issuer != self.public() {
             return Err(CertificateError::Invalid(format!(
                 "the body names issuer {}, but this headquarters key is {}; set issuer to HqRoot::public()",
@@ -186,8 +310,12 @@ impl HqRoot {
             list.sort();
             list.dedup();
         }
-        body.validate()?;
-        let encoded = Encoded::new(body)?;
+        let record = CertificateRecord {
+            body,
+            offline_lease_days,
+        };
+        record.validate()?;
+        let encoded = Encoded::new(record)?;
         let verified = sign(encoded, &self.key).map_err(from_verify_error)?;
         Ok(DeviceCertificate(std::sync::Arc::new(verified)))
     }
@@ -205,14 +333,14 @@ pub const HQ_OFFICE: &str = "headquarters";
 /// A device certificate whose signature, issuer and rules have been checked.
 /// Cheap to clone (shared): sessions and maps hold many copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceCertificate(std::sync::Arc<Verified<Encoded<CertificateBody>>>);
+pub struct DeviceCertificate(std::sync::Arc<Verified<Encoded<CertificateRecord>>>);
 
 impl DeviceCertificate {
     /// Decodes and verifies a certificate issued by `hq`: the signature, the
     /// issuer and the body's rules. It does not check time or revocation;
     /// see [`DeviceCertificate::check`].
     pub fn from_bytes(bytes: &[u8], hq: &PublicKey) -> Result<Self, CertificateError> {
-        let signed = decode_signed::<CertificateBody>(bytes)?;
+        let signed = decode_record(bytes)?;
         if signed.signer() != hq {
             return Err(CertificateError::ForeignIssuer {
                 issuer: short(signed.signer()),
@@ -258,8 +386,8 @@ impl DeviceCertificate {
     /// [`issuer`](DeviceCertificate::issuer) is the headquarters key.
     pub fn from_pem_like_trusting_issuer(text: &str) -> Result<Self, CertificateError> {
         let bytes = Self::pem_like_bytes(text)?;
-        let signed = decode_signed::<CertificateBody>(&bytes)?;
-        let issuer = signed.payload().value().issuer;
+        let signed = decode_record(&bytes)?;
+        let issuer = signed.payload().value().body.issuer;
         Self::from_bytes(&bytes, &issuer)
     }
 
@@ -339,7 +467,15 @@ impl DeviceCertificate {
 
     /// The verified body: compartments, validity and all other fields.
     pub fn body(&self) -> &CertificateBody {
-        self.0.payload().value()
+        &self.0.payload().value().body
+    }
+
+    /// The offline lease, in days (version-2 certificates only; `None`:
+    /// no lease). A device whose certificate carries one keeps case data
+    /// closed once that many days have passed without contact with a relay,
+    /// until it syncs again.
+    pub fn offline_lease_days(&self) -> Option<u16> {
+        self.0.payload().value().offline_lease_days
     }
 
     /// The certified device.
@@ -449,7 +585,16 @@ pub(crate) mod tests {
 
     /// Signs a body as HQ without `issue`'s normalizing and checks.
     fn sign_raw(hq: &HqRoot, body: CertificateBody) -> Vec<u8> {
-        let signed = sign(Encoded::new(body).unwrap(), hq.secret()).unwrap();
+        sign_record(hq, body, None)
+    }
+
+    /// Signs a body and lease as HQ without `issue`'s checks.
+    fn sign_record(hq: &HqRoot, body: CertificateBody, lease: Option<u16>) -> Vec<u8> {
+        let record = CertificateRecord {
+            body,
+            offline_lease_days: lease,
+        };
+        let signed = sign(Encoded::new(record).unwrap(), hq.secret()).unwrap();
         encode_signed(signed.as_signed())
     }
 
@@ -594,13 +739,121 @@ pub(crate) mod tests {
             (b.name, b.office) = (name.into(), office.into());
             invalid(hq.issue(b));
         }
+        for version in [0, 3] {
+            let mut b = body(&hq, Role::Field);
+            b.version = version;
+            let err = hq.issue(b).unwrap_err();
+            assert!(matches!(
+                err,
+                CertificateError::Decode(DecodeError::UnsupportedVersion { version: v, .. }) if v == version
+            ));
+        }
+    }
+
+    #[test]
+    fn version_2_carries_an_offline_lease() {
+        let hq = hq();
+        let cert = hq
+            .issue_with_lease(body(&hq, Role::Field), Some(14))
+            .unwrap();
+        assert_eq!(cert.offline_lease_days(), Some(14));
+        assert_eq!(cert.body().version, 2);
+        let back = DeviceCertificate::from_bytes(&cert.to_bytes(), &hq.public()).unwrap();
+        assert_eq!(back, cert);
+        assert_eq!(back.offline_lease_days(), Some(14));
+        let text = cert.to_pem_like();
+        let back = DeviceCertificate::from_pem_like_trusting_issuer(&text).unwrap();
+        assert_eq!(back.offline_lease_days(), Some(14));
+        // Version 2 without a lease is one byte longer than version 1.
+        let plain2 = hq.issue(body(&hq, Role::Field)).unwrap();
+        assert_eq!(plain2.offline_lease_days(), None);
+        let mut b1 = body(&hq, Role::Field);
+        b1.version = 1;
+        let plain1 = hq.issue(b1).unwrap();
+        assert_eq!(plain1.to_bytes().len() + 1, plain2.to_bytes().len());
+        assert_eq!(cert.to_bytes().len(), plain2.to_bytes().len() + 1);
+        // Every bit of the lease is covered by the signature.
+        let bytes = cert.to_bytes();
+        for i in bytes.len() - 3..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(DeviceCertificate::from_bytes(&bad, &hq.public()).is_err());
+        }
+    }
+
+    #[test]
+    fn version_1_still_verifies_and_has_no_lease() {
+        let hq = hq();
         let mut b = body(&hq, Role::Field);
-        b.version = 2;
-        let err = hq.issue(b).unwrap_err();
+        b.version = MIN_CERTIFICATE_VERSION;
+        b.read.sort();
+        b.read.dedup();
+        // Bytes as builds before version 2 wrote them: the body alone, by
+        // the derived encoding, under the same signing domain.
+        let old = {
+            let signed = sign(Encoded::new(V1(b.clone())).unwrap(), hq.secret()).unwrap();
+            encode_signed(signed.as_signed())
+        };
+        let cert = DeviceCertificate::from_bytes(&old, &hq.public()).unwrap();
+        assert_eq!(cert.offline_lease_days(), None);
+        assert_eq!(cert.body(), &b);
+        assert_eq!(
+            cert.to_bytes(),
+            old,
+            "a version-1 certificate keeps its bytes"
+        );
+        assert_eq!(hq.issue(b.clone()).unwrap().to_bytes(), old);
+        // A lease cannot be added to a version-1 certificate, nor be zero days.
+        let err = hq.issue_with_lease(b.clone(), Some(7)).unwrap_err();
+        assert!(invalid(Err(err)).contains("version-2"));
+        assert!(invalid(hq.issue_with_lease(body(&hq, Role::Field), Some(0))).contains("one day"));
+        // Nor smuggled in: a version-1 body followed by lease bytes.
+        let mut smuggled = old.clone();
+        smuggled.extend_from_slice(&[1, 7]);
+        assert!(DeviceCertificate::from_bytes(&smuggled, &hq.public()).is_err());
+        // A version-2 certificate cut before its lease does not decode.
+        let mut b2 = b.clone();
+        b2.version = 2;
+        let cut = {
+            let signed = sign(Encoded::new(V1(b2)).unwrap(), hq.secret()).unwrap();
+            encode_signed(signed.as_signed())
+        };
+        let err = DeviceCertificate::from_bytes(&cut, &hq.public()).unwrap_err();
+        assert!(
+            matches!(err, CertificateError::Decode(DecodeError::Malformed { .. })),
+            "{err}"
+        );
+        // A future version is refused by name.
+        let mut b3 = b;
+        b3.version = 3;
+        let err = DeviceCertificate::from_bytes(&sign_record(&hq, b3, None), &hq.public());
         assert!(matches!(
             err,
-            CertificateError::Decode(DecodeError::UnsupportedVersion { version: 2, .. })
+            Err(CertificateError::Decode(DecodeError::UnsupportedVersion {
+                version: 3,
+                ..
+            }))
         ));
+    }
+
+    /// A certificate body encoded as builds before version 2 did.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    struct V1(CertificateBody);
+
+    impl Record for V1 {
+        const DOMAIN: &'static [u8] = CertificateRecord::DOMAIN;
+        const WHAT: &'static str = "certificate";
+        const MAX_LEN: usize = CertificateRecord::MAX_LEN;
+    }
+
+    #[test]
+    fn a_signed_version_2_record_with_a_zero_lease_is_refused() {
+        let hq = hq();
+        let mut b = body(&hq, Role::Field);
+        b.read.sort();
+        b.read.dedup();
+        let bytes = sign_record(&hq, b, Some(0));
+        assert!(invalid(DeviceCertificate::from_bytes(&bytes, &hq.public())).contains("one day"));
     }
 
     #[test]

@@ -159,6 +159,61 @@ pub enum RevocationError {
     Invalid(String),
 }
 
+/// A wipe order could not be issued, decoded or obeyed. The message is the
+/// reason a device or relay records in its audit log when it ignores one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum WipeOrderError {
+    /// The order's signature does not verify: it is forged or damaged.
+    #[error("wipe order signature does not verify: the order is forged or damaged")]
+    BadSignature,
+    /// The order was signed by another key than this headquarters' root.
+    #[error("wipe order signed by {issuer}, not by this device's headquarters")]
+    ForeignIssuer {
+        /// Short form of the signing key.
+        issuer: String,
+    },
+    /// The order is for another device.
+    #[error("wipe order for device {device}, not for this device ({this})")]
+    NotForThisDevice {
+        /// Short id of the device the order names.
+        device: String,
+        /// Short id of this device.
+        this: String,
+    },
+    /// The order's validity has ended.
+    #[error("wipe order for device {device} expired on {expired_at}")]
+    Expired {
+        /// Short id of the device the order names.
+        device: String,
+        /// When it expired.
+        expired_at: String,
+    },
+    /// This device has handled an order with this nonce already.
+    #[error("wipe order {nonce} was handled already: a replay")]
+    Replayed {
+        /// The order's nonce, in hex.
+        nonce: String,
+    },
+    /// The order was issued before this device's current certificate
+    /// started: it was meant for an earlier enrollment.
+    #[error(
+        "wipe order issued on {issued_at}, before this device's certificate (valid from {not_before}): a replay of an order for an earlier enrollment"
+    )]
+    IssuedBeforeCertificate {
+        /// When the order was issued.
+        issued_at: String,
+        /// When the device's certificate starts.
+        not_before: String,
+    },
+    /// The order bytes could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A field of the order breaks a rule (empty reason, expiry before issue, ...).
+    #[error("invalid wipe order: {0}")]
+    Invalid(String),
+}
+
 /// A role or compartment name could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]

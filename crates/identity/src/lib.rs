@@ -5,7 +5,8 @@
 //! Time ([`Timestamp`]) and key seeds are arguments.
 //!
 //! It is not a PKI toolkit: there is exactly one root (the headquarters key),
-//! one kind of leaf (a device or relay certificate) and one revocation list.
+//! one kind of leaf (a device or relay certificate), one revocation list, and
+//! wipe orders ([`WipeOrder`]) that tell one lost device to destroy its keys.
 //!
 //! ```
 //! use fieldsync_identity::{DeviceId, SecretKey};
@@ -50,12 +51,16 @@ mod keys;
 mod record;
 mod revocation;
 mod signed;
+mod wipe;
 
 pub use access::{Compartment, Role};
-pub use cert::{CERTIFICATE_VERSION, CertificateBody, DeviceCertificate, HQ_OFFICE, HqRoot};
+pub use cert::{
+    CERTIFICATE_VERSION, CertificateBody, DeviceCertificate, HQ_OFFICE, HqRoot,
+    MIN_CERTIFICATE_VERSION,
+};
 pub use error::{
     BatchVerifyError, CertificateError, DecodeError, KeyError, NameError, RevocationError,
-    VerifyError,
+    VerifyError, WipeOrderError,
 };
 pub use ids::{ACTOR_LEN, ActorBinding, CaseId, DeviceId, SHORT_LEN, Timestamp};
 pub use keys::{PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, SecretKey, Signature};
@@ -65,3 +70,7 @@ pub use revocation::{
     RevocationListBody,
 };
 pub use signed::{Signable, Signed, Verified, sign, verify_batch};
+pub use wipe::{
+    MAX_WIPE_ORDER_DAYS, MAX_WIPE_ORDER_LEN, MAX_WIPE_REASON, WIPE_ORDER_VERSION, WipeOrder,
+    WipeOrderBody,
+};

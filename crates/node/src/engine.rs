@@ -399,6 +399,7 @@ impl Engine {
     fn drain(&mut self, id: ConnId) {
         let mut grew = false;
         let mut revocations = false;
+        let mut orders = false;
         let mut ended = None;
         let mut frames = Vec::new();
         let mut events = Vec::new();
@@ -420,6 +421,7 @@ impl Engine {
                         }
                     }
                     Event::RevocationsUpdated { .. } => revocations = true,
+                    Event::WipeOrderHeld { .. } => orders = true,
                     Event::Acknowledged { receipt: true, .. } => self.upstream_advanced = true,
                     _ => {}
                 }
@@ -456,8 +458,39 @@ impl Engine {
         if revocations {
             self.revocations_changed();
         }
+        if orders {
+            self.wipe_orders_except(Some(id));
+        }
         if grew {
             self.log_grew_except(Some(id));
+        }
+    }
+
+    /// The wipe orders this relay holds changed (headquarters issued one,
+    /// or a session brought one from another relay): every session sends
+    /// its peer what it should get of them (a device its own order, at
+    /// once, if it is connected; a relay every new order).
+    pub fn wipe_orders_changed(&mut self) {
+        self.wipe_orders_except(None);
+    }
+
+    fn wipe_orders_except(&mut self, except: Option<ConnId>) {
+        if self.cfg.role != NodeRole::Relay {
+            return;
+        }
+        let ids: Vec<ConnId> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != except)
+            .collect();
+        for id in ids {
+            if let Some(live) = self.conns.get_mut(&id)
+                && let Err(e) = live.session.handle_wipe_orders(&self.store, now())
+            {
+                live.error.get_or_insert_with(|| describe(&e));
+            }
+            self.drain(id);
         }
     }
 

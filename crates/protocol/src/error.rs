@@ -76,7 +76,9 @@ impl SessionError {
                 CloseCode::Protocol
             }
             SessionError::Forgery(_) => CloseCode::Forgery,
-            SessionError::Limit(_) => CloseCode::Limit,
+            SessionError::Limit(_) | SessionError::Ingest(BundleError::PendingFull { .. }) => {
+                CloseCode::Limit
+            }
             SessionError::Store(_) | SessionError::Ingest(_) => CloseCode::Storage,
             SessionError::PeerClosed { .. } | SessionError::Closed => CloseCode::Done,
         }

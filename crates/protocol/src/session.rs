@@ -15,6 +15,10 @@
 //! acknowledgement is a signed receipt. When a side has sent its whole log it
 //! says `CaughtUp`, and from then on forwards new changes as they are stored.
 
+mod orders;
+
+pub use orders::MAX_IGNORED_ORDERS;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fieldsync_case::{
@@ -23,7 +27,7 @@ use fieldsync_case::{
 };
 use fieldsync_identity::{
     CaseId, DeviceCertificate, DeviceId, Encoded, PUBLIC_KEY_LEN, PublicKey, RevocationList, Role,
-    Timestamp, decode_signed, verify_batch,
+    Timestamp, WipeOrder, decode_signed, verify_batch,
 };
 use fieldsync_store::{
     BundleError, Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
@@ -110,6 +114,30 @@ pub enum Event {
         /// Its sequence number.
         sequence: u64,
     },
+    /// Devices: headquarters ordered this device wiped, and the order
+    /// checked out (signed by headquarters, for this device, not expired,
+    /// not handled before, issued under the current certificate). It is
+    /// stored as pending ([`Store::pending_wipe`]); the driver must destroy
+    /// the device's keys now. The session is closed.
+    WipeOrdered {
+        /// The order.
+        order: WipeOrder,
+    },
+    /// Relays: a wipe order carried by the peer relay is new here and is
+    /// held to pass on (the driver tells the other sessions:
+    /// [`Session::handle_wipe_orders`]).
+    WipeOrderHeld {
+        /// The device it orders wiped.
+        device: DeviceId,
+    },
+    /// Relays: the device's wipe order was sent to it.
+    WipeOrderDelivered {
+        /// The device.
+        device: DeviceId,
+        /// Whether the device is refused otherwise (revoked or expired):
+        /// it got the order and nothing else.
+        refused: bool,
+    },
     /// The session ended.
     Closed {
         /// Why.
@@ -179,6 +207,12 @@ pub struct Session {
     /// Per upstream relay, the position of the peer's log through which
     /// this session has told the peer that relay holds it.
     relayed_sent: BTreeMap<DeviceId, u64>,
+    /// Nonces of the wipe orders sent to (or received from) the peer.
+    orders_sent: BTreeSet<[u8; 16]>,
+    /// Wipe orders from the peer ignored in this session.
+    orders_ignored: usize,
+    /// Devices: whether this session recorded contact with the relay.
+    contact_recorded: bool,
 }
 
 /// The signing counter of a change envelope, read from its header.
@@ -227,13 +261,17 @@ type CarriedReleases = BTreeMap<(CaseId, ChangeHash), (ReleaseBody, Vec<u8>)>;
 /// Stores a verified, authorized batch. A validly signed change that
 /// Automerge cannot apply (it panics on some malformed changes) must not
 /// block the peer's log forever: the changes of that case in this batch go
-/// to quarantine with the reason, and the rest is stored.
+/// to quarantine with the reason, and the rest is stored. The case stays
+/// as it was. The second value is then the error to close the session
+/// with (once the batch is acknowledged): the peer sent what no honest
+/// device makes.
 fn ingest_or_quarantine(
     store: &Store,
     mut ingest: Ingest,
     now: Timestamp,
     deferred: bool,
-) -> Result<IngestReport, SessionError> {
+) -> Result<(IngestReport, Option<SessionError>), SessionError> {
+    let mut refused = None;
     for _ in 0..=ingest.cases.len() {
         let result = if deferred {
             store.ingest_deferred(ingest.clone(), now)
@@ -253,6 +291,9 @@ fn ingest_or_quarantine(
                 let gone = changes[..].first().map(|c| c.payload().case());
                 ingest.releases.retain(|(c, _, _)| Some(*c) != gone);
                 tracing::warn!(%case, %error, "Automerge refused a change; quarantining the case's batch");
+                refused = Some(SessionError::Forgery(format!(
+                    "case {case}: Automerge could not apply the changes sent ({error}); they are quarantined"
+                )));
                 for change in changes {
                     ingest.quarantine.push(QuarantineEntry {
                         at: now,
@@ -264,7 +305,7 @@ fn ingest_or_quarantine(
                     });
                 }
             }
-            other => return Ok(other?),
+            other => return Ok((other?, refused)),
         }
     }
     Err(SessionError::Protocol("could not store the batch".into()))
@@ -321,6 +362,9 @@ impl Session {
             resume_acked: false,
             announced: want,
             relayed_sent: BTreeMap::new(),
+            orders_sent: BTreeSet::new(),
+            orders_ignored: 0,
+            contact_recorded: false,
         };
         s.send(&Message::Hello(hello));
         Ok(s)
@@ -449,6 +493,20 @@ impl Session {
             .map_err(|e| self.fail(e))
     }
 
+    /// The wipe orders this relay holds changed (headquarters issued one,
+    /// or another session brought one): send the peer those it should get
+    /// and was not sent yet.
+    pub fn handle_wipe_orders(
+        &mut self,
+        store: &Store,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.send_wipe_orders(store, now).map_err(|e| self.fail(e))
+    }
+
     /// New changes were stored locally: forward them if the peer is caught up.
     pub fn handle_log_grew(&mut self, store: &Store, now: Timestamp) -> Result<(), SessionError> {
         if self.state != State::Open {
@@ -493,19 +551,30 @@ impl Session {
                     Err(SessionError::PeerClosed { code, reason })
                 }
             }
-            (State::Open, Message::Batch(b)) => self.on_batch(store, b, now),
-            (State::Open, Message::Ack(a)) => self.on_ack(store, a, now),
+            (State::Open, Message::Batch(b)) => {
+                self.note_contact(store, now)?;
+                self.on_batch(store, b, now)
+            }
+            (State::Open, Message::Ack(a)) => {
+                self.note_contact(store, now)?;
+                self.on_ack(store, a, now)
+            }
             (State::Open, Message::CaughtUp { head }) => {
+                self.note_contact(store, now)?;
                 self.peer_caught_up = true;
                 self.events.push_back(Event::PeerCaughtUp { head });
                 Ok(())
             }
             (State::Open, Message::Revocations(bytes)) => self.on_revocations(store, &bytes, now),
-            (State::Open, Message::RepairDigest(d)) => self.on_repair_digest(store, d),
+            (State::Open, Message::RepairDigest(d)) => {
+                self.note_contact(store, now)?;
+                self.on_repair_digest(store, d)
+            }
             (State::Open, Message::RepairHeads(h)) => self.on_repair_heads(store, h, now),
             (State::Open, Message::RepairOffer(h)) => self.on_repair_offer(store, h),
             (State::Open, Message::RepairNeed(h)) => self.on_repair_need(store, h, now),
             (State::Open, Message::Relayed(bytes)) => self.on_relayed(store, &bytes, now),
+            (State::Open, Message::WipeOrder(bytes)) => self.on_wipe_order(store, &bytes, now),
             (state, msg) => Err(SessionError::Protocol(format!(
                 "unexpected {} while {state:?}",
                 match msg {
@@ -519,6 +588,7 @@ impl Session {
                     Message::RepairOffer(_) => "repair offer",
                     Message::RepairNeed(_) => "repair need",
                     Message::Relayed(_) => "relayed receipt",
+                    Message::WipeOrder(_) => "wipe order",
                     Message::Close { .. } => "close",
                 }
             ))),
@@ -534,7 +604,10 @@ impl Session {
                 our_min: MIN_PROTOCOL_VERSION,
             });
         }
-        let cert = self.cfg.authority.check_certificate(&h.certificate, now)?;
+        let cert = match self.cfg.authority.check_certificate(&h.certificate, now) {
+            Ok(cert) => cert,
+            Err(refused) => return Err(self.refuse_with_wipe_order(store, &h, refused, now)),
+        };
         if cert.device() != self.expected_peer {
             return Err(SessionError::NotAllowed(format!(
                 "the certificate is for device {}, but the connection is from {}",
@@ -592,6 +665,9 @@ impl Session {
             version: h.version,
         });
         self.state = State::Open;
+        // Wipe orders go first: a device that must wipe itself stores
+        // nothing more from this relay once it has its order.
+        self.send_wipe_orders(store, now)?;
         // A relay that already holds part of the peer's log says so at once,
         // with a receipt: a device whose last sync was cut after the relay
         // stored its changes but before the acknowledgement arrived learns
@@ -689,8 +765,9 @@ impl Session {
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("repair before hello".into()));
         };
-        // Only cases the peer could send us: never reveal others.
-        let mut readable = RepairHeads::default();
+        // A case the peer may not read is answered as a case this node does
+        // not hold (nothing of it held), never revealed.
+        let mut answer = RepairHeads::default();
         for (case, heads) in offer.cases {
             let known = store.case_genesis(&CaseId::from_bytes(case))?;
             let may = known.as_deref().is_none_or(|g| {
@@ -698,10 +775,15 @@ impl Session {
                     .is_ok_and(|s| Authority::may_read(&peer.cert, s.payload().value()))
             });
             if may {
-                readable.cases.push((case, heads));
+                let one = RepairHeads {
+                    differing: Vec::new(),
+                    cases: vec![(case, heads)],
+                };
+                answer.cases.extend(repair::holdings(store, &one)?.cases);
+            } else {
+                answer.cases.push((case, Vec::new()));
             }
         }
-        let answer = repair::holdings(store, &readable)?;
         self.send(&Message::RepairNeed(answer));
         Ok(())
     }
@@ -961,8 +1043,12 @@ impl Session {
         }
         let mut signed: Vec<SignedChange> = Vec::with_capacity(b.changes.len());
         for (i, env) in b.changes.iter().enumerate() {
-            let c = decode_change(env)
-                .map_err(|e| SessionError::Forgery(format!("change {i} of the batch: {e}")))?;
+            let c = decode_change(env).map_err(|e| match e {
+                fieldsync_case::ChangeError::TooLarge { .. } => {
+                    SessionError::Limit(format!("change {i} of the batch: {e}"))
+                }
+                e => SessionError::Forgery(format!("change {i} of the batch: {e}")),
+            })?;
             let case = c.payload().case();
             if let std::collections::btree_map::Entry::Vacant(slot) = geneses.entry(case) {
                 // A case we already hold travels without its genesis.
@@ -1037,7 +1123,8 @@ impl Session {
             peers,
             releases,
         };
-        let report = ingest_or_quarantine(store, ingest, now, self.cfg.deferred_commits)?;
+        let (report, refused) =
+            ingest_or_quarantine(store, ingest, now, self.cfg.deferred_commits)?;
         if let Some(p) = self.peer.as_mut() {
             p.last_through = b.through;
         }
@@ -1061,6 +1148,9 @@ impl Session {
             report,
             through: b.through,
         });
+        if let Some(e) = refused {
+            return Err(e);
+        }
         // What we just stored is in our log now: forward what the peer lacks
         // (nothing of its own), which also moves its cursor past it.
         if self.sent_caught_up {
@@ -1325,12 +1415,20 @@ impl Session {
             self.resume_acked = true;
         }
         // Whether the acknowledgement covers anything that needs a receipt.
+        // Acknowledgements come in the order batches were sent, one per
+        // batch or one for several: settle every batch before `through`
+        // and ONE at it. Log batches have strictly increasing positions,
+        // but repair batches all carry position 0, each with its own
+        // acknowledgement.
         let mut vouches = resumed;
         while let Some(&(t, carried)) = self.in_flight.front()
             && t <= a.through
         {
             vouches |= carried;
             self.in_flight.pop_front();
+            if t == a.through {
+                break;
+            }
         }
         let has_receipt = a.receipt.is_some();
         match (&a.receipt, peer.cert.role()) {

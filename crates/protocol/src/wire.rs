@@ -4,14 +4,18 @@
 //! frame holds one message: a one-byte type tag and a postcard body. Every
 //! size has a hard limit, and every decoder returns an error, never panics.
 
+use fieldsync_identity::MAX_WIPE_ORDER_LEN;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The protocol version this build speaks. Version 2 added
-/// [`Message::Relayed`], sent only to peers that speak it.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// [`Message::Relayed`], version 3 [`Message::WipeOrder`]; each is sent
+/// only to peers that speak it.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The first protocol version with [`Message::Relayed`].
 pub const RELAYED_SINCE: u16 = 2;
+/// The first protocol version with [`Message::WipeOrder`].
+pub const WIPE_ORDERS_SINCE: u16 = 3;
 /// The oldest protocol version this build accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Largest frame accepted or sent, in bytes (length prefix excluded).
@@ -164,6 +168,10 @@ pub enum Message {
     /// receiver's log. Only relays send it, only to devices (protocol
     /// version 2 and later).
     Relayed(Vec<u8>),
+    /// A headquarters-signed wipe order (`fieldsync_identity::WipeOrder`).
+    /// Only relays send it: to a device, only that device's order; to a
+    /// relay, every order they hold (protocol version 3 and later).
+    WipeOrder(Vec<u8>),
     /// The sender ends the session.
     Close {
         /// Why.
@@ -220,6 +228,7 @@ const T_REPAIR_HEADS: u8 = 8;
 const T_REPAIR_OFFER: u8 = 9;
 const T_REPAIR_NEED: u8 = 10;
 const T_RELAYED: u8 = 11;
+const T_WIPE_ORDER: u8 = 12;
 
 #[derive(Serialize, Deserialize)]
 struct CloseBody {
@@ -314,6 +323,7 @@ impl Message {
             Message::RepairOffer(h) => body(T_REPAIR_OFFER, h),
             Message::RepairNeed(h) => body(T_REPAIR_NEED, h),
             Message::Relayed(r) => body(T_RELAYED, r),
+            Message::WipeOrder(o) => body(T_WIPE_ORDER, o),
             Message::Close { code, reason } => {
                 let mut reason = reason.clone();
                 if reason.len() > MAX_REASON_LEN {
@@ -363,6 +373,16 @@ impl Message {
             T_REPAIR_OFFER => Message::RepairOffer(repair_heads("repair offer", rest)?),
             T_REPAIR_NEED => Message::RepairNeed(repair_heads("repair need", rest)?),
             T_RELAYED => Message::Relayed(parse("relayed receipt", rest)?),
+            T_WIPE_ORDER => {
+                let order: Vec<u8> = parse("wipe order", rest)?;
+                if order.len() > MAX_WIPE_ORDER_LEN {
+                    return Err(WireError::Malformed {
+                        what: "wipe order",
+                        detail: format!("{} bytes (limit {MAX_WIPE_ORDER_LEN})", order.len()),
+                    });
+                }
+                Message::WipeOrder(order)
+            }
             T_CLOSE => {
                 let c: CloseBody = parse("close", rest)?;
                 if c.reason.len() > MAX_REASON_LEN {
@@ -492,6 +512,7 @@ mod tests {
                 cases: vec![([3; 16], vec![[5; 32]; 3])],
             }),
             Message::Relayed(vec![9; 40]),
+            Message::WipeOrder(vec![6; 250]),
             Message::Close {
                 code: CloseCode::Forgery,
                 reason: "bad signature".into(),
@@ -537,6 +558,14 @@ mod tests {
             Message::decode(&Message::Batch(big).encode()),
             Err(WireError::BatchTooLarge { .. })
         ));
+        let huge = Message::WipeOrder(vec![0; MAX_WIPE_ORDER_LEN + 1]).encode();
+        assert!(matches!(
+            Message::decode(&huge),
+            Err(WireError::Malformed {
+                what: "wipe order",
+                ..
+            })
+        ));
         let mut trailing = Message::CaughtUp { head: 1 }.encode();
         trailing.push(0);
         assert!(matches!(
@@ -557,7 +586,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(i in 0usize..10, pos in any::<usize>(), byte in any::<u8>()) {
+        fn mutated_messages_never_panic(i in 0usize..12, pos in any::<usize>(), byte in any::<u8>()) {
             let mut m = samples()[i].encode();
             let at = pos % m.len();
             m[at] = byte;

@@ -934,3 +934,41 @@ fn an_office_carries_headquarters_receipt_down_to_its_devices() {
     let err = feed_forged(&office, &a, forge(1, Vec::new()), t(11)).unwrap_err();
     assert!(err.to_string().contains("only a relay"), "{err}");
 }
+
+/// A device that never synced with a relay whose log is not empty pushes by
+/// repair; its log spans several batches, each acknowledged at position 0
+/// (repair batches carry no log position). Each acknowledgement settles one
+/// batch: the first must not settle them all, or the second is refused as
+/// an acknowledgement of something never sent.
+#[test]
+fn a_first_push_by_repair_over_several_batches_is_acknowledged_batch_by_batch() {
+    let mut w = World::new();
+    let hq = w.node(1, "hq", Role::Relay, &["general"], &["general"]);
+    let b = w.node(3, "b", Role::Field, &["general"], &["general"]);
+    new_case(&b, 250, "general", "first at headquarters");
+    sync(&b, &hq, t(1)).3.unwrap();
+    let a = w.node(2, "a", Role::Field, &["general"], &["general"]);
+    for i in 0..100u8 {
+        let case = new_case(&a, i, "general", &format!("case {i}"));
+        for n in 0..20 {
+            a.store
+                .edit_case(&case, t(2), "note", |d| {
+                    d.add_note(a.id(), t(2), &format!("note {n}"))
+                })
+                .unwrap();
+        }
+    }
+    assert!(a.store.log_head().unwrap() > 2_000);
+    sync(&a, &hq, t(3)).3.unwrap();
+    assert_eq!(a.store.outbox_len().unwrap(), 0);
+    let at_hq = hq.store.case_heads().unwrap();
+    for mine in a.store.case_heads().unwrap() {
+        let theirs = at_hq.iter().find(|h| h.case == mine.case);
+        assert_eq!(
+            theirs.map(|h| &h.heads),
+            Some(&mine.heads),
+            "case {}",
+            mine.case
+        );
+    }
+}

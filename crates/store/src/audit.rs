@@ -29,6 +29,22 @@ pub enum AuditKind {
     /// A newly adopted revocation list withdrew changes from the log to the
     /// quarantine ([`Store::adopt_revocations`](crate::Store::adopt_revocations)).
     Withdrawn,
+    /// Headquarters issued a wipe order ([`Store::issue_wipe_order`](crate::Store::issue_wipe_order)).
+    WipeIssued,
+    /// A relay took a wipe order from another relay, to carry it on.
+    WipeHeld,
+    /// A relay delivered a wipe order to its device.
+    WipeDelivered,
+    /// This device accepted a wipe order and destroys its keys.
+    WipeOrdered,
+    /// A wipe order was ignored (forged, expired, replayed, for another
+    /// device); the detail says why.
+    WipeIgnored,
+    /// A device signed two different changes as the same change of a case;
+    /// both are held ([`Store::equivocations`](crate::Store::equivocations)).
+    Equivocation,
+    /// This store was rebuilt from a damaged file ([`Store::repair`](crate::Store::repair)).
+    Repaired,
 }
 
 /// One audit event.

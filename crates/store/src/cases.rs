@@ -14,7 +14,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::error::StoreError;
 use crate::rows::{CaseRow, Snapshot, decode, encode};
 use crate::store::Store;
-use crate::tables::{CASES, CHANGES, LOG, META, READS, SNAPSHOTS};
+use crate::tables::{CASES, CHANGES, EQUIVOCATIONS, LOG, META, READS, SEQS, SNAPSHOTS};
 
 /// A new snapshot is written once this many changes have accumulated after the last one.
 pub const SNAPSHOT_EVERY: u64 = 128;
@@ -64,6 +64,8 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) changes: Table<'t, (&'static [u8], &'static [u8]), u64>,
     pub(crate) snapshots: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) reads: Table<'t, (&'static [u8], u64), ()>,
+    pub(crate) seqs: Table<'t, (&'static [u8], u64), &'static [u8]>,
+    pub(crate) equivocations: Table<'t, (&'static [u8], &'static [u8]), &'static [u8]>,
     /// Compartment keys of the cases written in this transaction.
     compartments: std::collections::HashMap<[u8; 16], [u8; 16]>,
 }
@@ -77,6 +79,8 @@ impl<'t> WriteTables<'t> {
             changes: txn.open_table(CHANGES).map_err(e)?,
             snapshots: txn.open_table(SNAPSHOTS).map_err(e)?,
             reads: txn.open_table(READS).map_err(e)?,
+            seqs: txn.open_table(SEQS).map_err(e)?,
+            equivocations: txn.open_table(EQUIVOCATIONS).map_err(e)?,
             compartments: std::collections::HashMap::new(),
         })
     }
@@ -103,43 +107,6 @@ impl Store {
             }
             None => Ok(None),
         }
-    }
-
-    /// Loads a case's document: its snapshot plus every change stored after
-    /// it, applied in one Automerge call.
-    pub(crate) fn load_doc(
-        &self,
-        case: &CaseId,
-        row: &CaseRow,
-        snapshots: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        changes: &impl ReadableTable<(&'static [u8], &'static [u8]), u64>,
-        log: &impl ReadableTable<u64, &'static [u8]>,
-    ) -> Result<CaseDoc, StoreError> {
-        if let Some(doc) = self.take_cached(case, row.change_count) {
-            return Ok(doc);
-        }
-        let key = self.seal.case_key(case);
-        let mut doc = match snapshots
-            .get(key.as_slice())
-            .map_err(dbe("read snapshot"))?
-        {
-            Some(v) if row.snapshot_seq > 0 => {
-                let plain = self.seal.open(SNAPSHOTS.name(), &key, v.value())?;
-                let snap: Snapshot = decode(&plain, "snapshot")?;
-                CaseDoc::load(&snap.doc, self.actor())?
-            }
-            _ => CaseDoc::new(self.actor()),
-        };
-        let tail = case_seqs(changes, &key, row.snapshot_seq)?;
-        let mut batch = Vec::with_capacity(tail.len());
-        for seq in tail {
-            let signed = self.read_log_change(log, seq)?;
-            batch.push(signed.payload().change().clone());
-        }
-        if !batch.is_empty() {
-            doc.apply(batch)?;
-        }
-        Ok(doc)
     }
 
     /// Reads and decodes one log entry.
@@ -202,6 +169,7 @@ impl Store {
         t.changes
             .insert((key.as_slice(), hash.0.as_slice()), seq)
             .map_err(dbe("append"))?;
+        crate::equivocation::index_seq(&mut t.seqs, key, change)?;
         let compartment = match t.compartments.get(key) {
             Some(c) => *c,
             None => {
@@ -349,7 +317,12 @@ impl Store {
                     .ok_or_else(|| StoreError::UnknownCase {
                         query: case.to_string(),
                     })?;
-            let mut doc = self.load_doc(case, &row, &t.snapshots, &t.changes, &t.log)?;
+            let (mut doc, loaded) =
+                self.load_doc_checked(case, &row, &t.snapshots, &t.changes, &t.log)?;
+            if loaded == crate::load::Loaded::Rebuilt {
+                // Replace the unusable snapshot with this commit.
+                row.since_snapshot = row.since_snapshot.max(SNAPSHOT_EVERY);
+            }
             edit(&mut doc)?;
             let Some(change) = doc.commit(now, message)? else {
                 return Ok(None);
@@ -483,10 +456,14 @@ impl Store {
         let snapshots = txn.open_table(SNAPSHOTS).map_err(e)?;
         let changes = txn.open_table(CHANGES).map_err(e)?;
         let log = txn.open_table(LOG).map_err(e)?;
-        let mut doc = self.load_doc(case, &row, &snapshots, &changes, &log)?;
+        let (mut doc, loaded) = self.load_doc_checked(case, &row, &snapshots, &changes, &log)?;
         let genesis = genesis_of(&row)?;
         let out = f(genesis.value(), &mut doc)?;
-        self.put_cached(*case, doc, row.change_count);
+        // A document rebuilt past an unusable snapshot is not cached, so
+        // that the next write of the case notices and replaces the snapshot.
+        if loaded == crate::load::Loaded::AsStored {
+            self.put_cached(*case, doc, row.change_count);
+        }
         Ok(out)
     }
 

@@ -24,6 +24,30 @@ pub enum SealError {
         /// Table of the value.
         table: String,
     },
+    /// The store is encrypted at rest and was opened without its key.
+    #[error("this store is encrypted; it needs its key")]
+    StoreEncrypted,
+    /// The store is not encrypted at rest and was opened with a key.
+    #[error("this store is not encrypted at rest; open it without a key")]
+    StoreNotEncrypted,
+    /// The key given does not open this store (it is another store's).
+    #[error("this key does not open this store; it belongs to another store")]
+    WrongKey,
+    /// An encrypted value failed authentication: it was altered, or moved
+    /// from another row or table.
+    #[error(
+        "a value in {table} fails its authentication: it was altered or moved from another row"
+    )]
+    Tampered {
+        /// Table of the value.
+        table: String,
+    },
+    /// A value stored in the clear inside an encrypted store.
+    #[error("a value in {table} is not encrypted, in an encrypted store: it was planted")]
+    Unsealed {
+        /// Table of the value.
+        table: String,
+    },
 }
 
 /// A store operation failed.
@@ -65,6 +89,32 @@ pub enum StoreError {
         /// redb's error.
         #[source]
         source: redb::Error,
+    },
+    /// The disk is full: the operation was not written, nothing of it is
+    /// kept. Reads still work; the handle refuses writes until the store is
+    /// reopened (with space freed).
+    #[error(
+        "the disk is full: '{op}' was not written (nothing of it is kept); free some space and reopen the store (reads still work)"
+    )]
+    DiskFull {
+        /// The operation that failed.
+        op: &'static str,
+        /// redb's error.
+        #[source]
+        source: redb::Error,
+    },
+    /// The store file fails its checksums or its structure is broken: it was
+    /// damaged outside FieldSync (a disk fault, a bad copy). It is refused
+    /// as it is; nothing in it was changed or deleted.
+    #[error(
+        "the store file {} is damaged ({detail}); nothing was changed or deleted. Run `repair` (`fieldsync-agent repair` or `fieldsync-server repair`): it keeps the damaged file aside and salvages what it can read into a new store",
+        path.display()
+    )]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What redb found.
+        detail: String,
     },
     /// A commit failed earlier; this handle refuses writes until the store is reopened.
     #[error("a commit failed earlier; the store refuses writes until it is reopened")]
@@ -127,7 +177,12 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn db(op: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
-        move |source| StoreError::Db { op, source }
+        move |source| match &source {
+            redb::Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::DiskFull { op, source }
+            }
+            _ => StoreError::Db { op, source },
+        }
     }
 
     pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
@@ -213,11 +268,15 @@ pub enum BundleError {
     /// Holding this batch's changes that wait for their dependencies would take
     /// the pending table over its limits; nothing of the batch was stored.
     #[error(
-        "too many changes wait for their dependencies (limits: {} changes, {} MiB); nothing of this batch was stored: repair the missing cases first",
-        crate::MAX_PENDING_CHANGES,
-        crate::MAX_PENDING_BYTES >> 20
+        "too many changes wait for their dependencies (limits: {changes} changes, {} MiB); nothing of this batch was stored: repair the missing cases first",
+        bytes >> 20
     )]
-    PendingFull,
+    PendingFull {
+        /// The limit on changes held ([`PendingLimits::changes`](crate::PendingLimits::changes)).
+        changes: u64,
+        /// The limit on bytes held ([`PendingLimits::bytes`](crate::PendingLimits::bytes)).
+        bytes: u64,
+    },
     /// Automerge failed (or panicked) applying the bundle's changes; the case is unchanged.
     #[error("case {case}: applying the changes failed: {error}")]
     Apply {
@@ -244,7 +303,7 @@ impl StorageFailure for StoreError {
             StoreError::Db {
                 source: redb::Error::Io(_) | redb::Error::Corrupted(_) | redb::Error::PreviousIo,
                 ..
-            }
+            } | StoreError::DiskFull { .. }
         )
     }
 }

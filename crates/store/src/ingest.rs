@@ -9,7 +9,10 @@
 //! dependencies are now present are placed too. On a device store the
 //! placed changes are applied to the case's document in one Automerge call;
 //! a relay store touches no document and derives the heads from the
-//! changes' dependency lists.
+//! changes' dependency lists. Before that, a change that shares its actor
+//! and sequence number with another (an equivocation) is held in the
+//! quarantine with the other and everything depending on either (see
+//! `equivocation.rs`), and so is a change that waits on one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -22,19 +25,45 @@ use redb::{ReadableTable, ReadableTableMetadata, Table, TableHandle, WriteTransa
 use serde::Serialize;
 
 use crate::audit::QuarantineEntry;
-use crate::cases::WriteTables;
+use crate::cases::{SNAPSHOT_EVERY, WriteTables};
+use crate::equivocation::Found;
 use crate::error::{BundleError, StoreError};
+use crate::load::Loaded;
 use crate::peers::PeerRecord;
 use crate::rows::{CaseRow, PendingRow, decode, encode};
 use crate::store::{Store, StoreKind, read_meta, write_meta};
 use crate::sync::Cursor;
-use crate::tables::{META, PENDING};
+use crate::tables::{META, PENDING, RELEASES};
 
 /// Most changes held in `pending-1`, waiting for their dependencies.
 pub const MAX_PENDING_CHANGES: usize = 10_000;
 
 /// Most bytes (as stored) held in `pending-1`: 64 MiB.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
+
+/// `meta-1` key of the pending limits in force (postcard [`PendingLimits`];
+/// absent: the defaults).
+const PENDING_LIMITS: &str = "pending-limits";
+
+/// How much `pending-1` may hold: changes whose dependencies have not
+/// arrived (a peer that never sends them must not fill the disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PendingLimits {
+    /// Changes held at most.
+    pub changes: u64,
+    /// Bytes held at most (as stored).
+    pub bytes: u64,
+}
+
+impl Default for PendingLimits {
+    /// [`MAX_PENDING_CHANGES`] and [`MAX_PENDING_BYTES`].
+    fn default() -> Self {
+        Self {
+            changes: MAX_PENDING_CHANGES as u64,
+            bytes: MAX_PENDING_BYTES as u64,
+        }
+    }
+}
 
 /// One batch from a peer, stored in one durable transaction with the peer's
 /// cursor, so that an interrupted sync resumes where it stopped.
@@ -99,6 +128,15 @@ pub(crate) struct Tally {
     pub(crate) pending: usize,
     /// Pending changes stored.
     pub(crate) released: usize,
+    /// Changes held in the quarantine as equivocations or their dependents.
+    pub(crate) quarantined: usize,
+}
+
+/// The tables [`Store::store_cases`] works on, besides the change tables.
+struct Tables<'a, 't> {
+    t: &'a mut WriteTables<'t>,
+    pending: &'a mut Table<'t, (&'static [u8], &'static [u8]), &'static [u8]>,
+    released: &'a Table<'t, (&'static [u8], &'static [u8]), &'static [u8]>,
 }
 
 /// Documents materialized by a write, returned to the cache once it commits.
@@ -136,7 +174,8 @@ impl Store {
     /// pending changes and the cursor are as they were.
     ///
     /// Fails with [`BundleError::PendingFull`] when the changes it would hold
-    /// in pending exceed [`MAX_PENDING_CHANGES`] or [`MAX_PENDING_BYTES`].
+    /// in pending exceed the store's [`PendingLimits`] (by default
+    /// [`MAX_PENDING_CHANGES`] and [`MAX_PENDING_BYTES`]).
     pub fn ingest(&self, batch: Ingest, now: Timestamp) -> Result<IngestReport, BundleError> {
         self.ingest_with(batch, now, true)
     }
@@ -182,9 +221,11 @@ impl Store {
             for (device, rec) in &peers {
                 self.record_peer_in(txn, device, rec)?;
             }
-            let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
-            quarantined = self.quarantine_in(txn, quarantine)?;
+            // Releases first: a released change is stored whatever its
+            // sequence number (see `equivocation.rs`).
             unquarantined = self.releases_in(txn, releases)?;
+            let docs = self.store_cases(txn, cases, Unplaced::Hold, now, &mut tally)?;
+            quarantined = tally.quarantined + self.quarantine_in(txn, quarantine)?;
             // Held changes that now wait on a change beyond a revocation point.
             quarantined += self.divert_after_ingest_in(txn, &touched, now)?;
             if let Some((peer, cursor)) = peer_cursor {
@@ -240,32 +281,46 @@ impl Store {
         let e = |e: redb::TableError| StoreError::db("ingest")(e.into());
         let mut pending = txn.open_table(PENDING).map_err(e)?;
         let mut meta = txn.open_table(META).map_err(e)?;
+        let released = txn.open_table(RELEASES).map_err(e)?;
         let before: PendingTotals = read_meta(&meta, self.seal.as_ref(), "pending")?
             .map(|v| decode(&v, "pending totals"))
             .transpose()?
             .unwrap_or_default();
         let mut totals = before;
         let mut docs = Vec::new();
+        let mut found = Found::default();
         for (genesis, changes) in batch {
             let doc = self.store_case(
-                &mut t,
-                &mut pending,
+                &mut Tables {
+                    t: &mut t,
+                    pending: &mut pending,
+                    released: &released,
+                },
                 &mut totals,
                 genesis,
                 changes,
                 unplaced,
                 now,
                 tally,
+                &mut found,
             )?;
             docs.extend(doc);
         }
         if totals != before {
-            if totals.count > MAX_PENDING_CHANGES as u64 || totals.bytes > MAX_PENDING_BYTES as u64
-            {
-                return Err(BundleError::PendingFull);
+            let limits: PendingLimits = read_meta(&meta, self.seal.as_ref(), PENDING_LIMITS)?
+                .map(|v| decode(&v, "pending limits"))
+                .transpose()?
+                .unwrap_or_default();
+            if totals.count > limits.changes || totals.bytes > limits.bytes {
+                return Err(BundleError::PendingFull {
+                    changes: limits.changes,
+                    bytes: limits.bytes,
+                });
             }
             write_meta(&mut meta, self.seal.as_ref(), "pending", &encode(&totals)?)?;
         }
+        drop((t, pending, meta, released));
+        tally.quarantined += self.record_equivocations_in(txn, found)?;
         Ok(docs)
     }
 
@@ -274,15 +329,20 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     fn store_case(
         &self,
-        t: &mut WriteTables<'_>,
-        pending: &mut Table<'_, (&'static [u8], &'static [u8]), &'static [u8]>,
+        tables: &mut Tables<'_, '_>,
         totals: &mut PendingTotals,
         genesis: VerifiedGenesis,
         changes: Vec<VerifiedChange>,
         unplaced: Unplaced,
         now: Timestamp,
         tally: &mut Tally,
+        found: &mut Found,
     ) -> Result<Option<(CaseId, CaseDoc, u64)>, BundleError> {
+        let Tables {
+            t,
+            pending,
+            released,
+        } = tables;
         let case = genesis.payload().value().case;
         let key = self.seal.case_key(&case);
         let genesis_bytes = encode_signed(genesis.as_signed());
@@ -337,6 +397,50 @@ impl Store {
                 count: waiting.len(),
             });
         }
+        // What waits on an equivocating change would wait forever: hold it
+        // in the quarantine instead, with the changes held in pending that
+        // do too.
+        let unplaced_deps: BTreeMap<ChangeHash, Vec<ChangeHash>> = waiting
+            .iter()
+            .filter_map(|h| fresh.get(h).map(|c| (*h, c.payload().deps())))
+            .chain(
+                held.iter()
+                    .filter(|(h, _)| !placed.contains(h))
+                    .map(|(h, held)| (*h, held.deps.clone())),
+            )
+            .collect();
+        let doomed = if unplaced_deps.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.doomed_by_equivocation(t, &key, &unplaced_deps)?
+        };
+        for (hash, root) in &doomed {
+            let change = match fresh.remove(hash) {
+                Some(change) => change,
+                None => self.release(pending, totals, &key, hash)?,
+            };
+            let signer = DeviceId::from_public_key(*change.signer());
+            let root_signer = self
+                .equivocation_row(t, &key, root)?
+                .map_or(signer, |r| r.device);
+            found.rows.push(crate::equivocation::dependent_row(
+                &key,
+                &case,
+                hash,
+                signer,
+                crate::equivocation::actor_seq(&change),
+                root,
+                now,
+            ));
+            found.quarantine.push(QuarantineEntry {
+                at: now,
+                reason: crate::equivocation::equivocation_dependent_reason(root, &root_signer),
+                case,
+                signer,
+                genesis: genesis_bytes.clone(),
+                change: encode_change(&change),
+            });
+        }
         for hash in waiting {
             if let Some(change) = fresh.remove(&hash) {
                 self.hold(pending, totals, &key, &hash, &genesis_bytes, &change)?;
@@ -355,6 +459,21 @@ impl Store {
                 }
             }
         }
+        let (ordered, withdrew) = self.sort_equivocations(
+            t,
+            *released,
+            &key,
+            &case,
+            &genesis_bytes,
+            ordered,
+            now,
+            found,
+        )?;
+        let existing = if withdrew {
+            self.read_row(&t.cases, &key)?
+        } else {
+            existing
+        };
         if ordered.is_empty() {
             return Ok(None);
         }
@@ -367,7 +486,13 @@ impl Store {
                 let mut doc = if is_new {
                     CaseDoc::new(self.actor())
                 } else {
-                    self.load_doc(&case, &row, &t.snapshots, &t.changes, &t.log)?
+                    let (doc, loaded) =
+                        self.load_doc_checked(&case, &row, &t.snapshots, &t.changes, &t.log)?;
+                    if loaded == Loaded::Rebuilt {
+                        // Replace the unusable snapshot with this commit.
+                        row.since_snapshot = row.since_snapshot.max(SNAPSHOT_EVERY);
+                    }
+                    doc
                 };
                 let raw: Vec<_> = ordered
                     .iter()
@@ -542,6 +667,34 @@ impl Store {
         let row: PendingRow = decode(&plain, "pending change")?;
         decode_change(&row.change)
             .map_err(|e| StoreError::corrupt(format!("pending change {hash}: {e}")))
+    }
+
+    /// The pending limits in force ([`PendingLimits::default`] unless set).
+    pub fn pending_limits(&self) -> Result<PendingLimits, StoreError> {
+        let txn = self.read()?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| StoreError::db("read pending limits")(e.into()))?;
+        Ok(read_meta(&meta, self.seal.as_ref(), PENDING_LIMITS)?
+            .map(|v| decode(&v, "pending limits"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Sets the pending limits, durably. Lower limits than what is held
+    /// refuse every batch that would hold more, until dependencies arrive.
+    pub fn set_pending_limits(&self, limits: PendingLimits) -> Result<(), StoreError> {
+        self.write("write pending limits", |txn| {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| StoreError::db("write pending limits")(e.into()))?;
+            write_meta(
+                &mut meta,
+                self.seal.as_ref(),
+                PENDING_LIMITS,
+                &encode(&limits)?,
+            )
+        })
     }
 
     /// Number of changes held in pending, waiting for their dependencies.

@@ -14,6 +14,12 @@
 //! stores a peer's batch with its cursor in one transaction with
 //! [`Store::ingest`].
 //!
+//! A store file that fails its checksums is refused when opened
+//! ([`StoreError::Damaged`]) and salvaged into a new store by
+//! [`Store::repair`], which keeps the damaged file aside. A device that
+//! signs two different changes as one is flagged and both are held
+//! ([`Store::equivocations`]).
+//!
 //! What it is not: it does no networking, spawns no tasks and reads neither
 //! the clock nor the OS random generator — time and randomness are arguments.
 //!
@@ -43,12 +49,18 @@ mod audit;
 mod bundle;
 mod cases;
 mod custody;
+mod equivocation;
 mod error;
 mod import;
 mod ingest;
+mod lease;
+mod load;
 mod migrations;
+mod orders;
 mod peers;
 mod releases;
+mod repair;
+mod repair_scan;
 mod rows;
 mod seal;
 mod store;
@@ -59,11 +71,15 @@ mod withdraw;
 pub use audit::{AuditEvent, AuditKind, QuarantineEntry};
 pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleBody, BundleCase, MAX_BUNDLE_LEN};
 pub use cases::{CaseListing, NewCase, SNAPSHOT_EVERY};
+pub use equivocation::{Equivocation, equivocation_dependent_reason, equivocation_reason};
 pub use error::{BundleError, SealError, StoreError};
 pub use import::{ImportReport, VerifyReport, decode_bundle};
-pub use ingest::{Ingest, IngestReport, MAX_PENDING_BYTES, MAX_PENDING_CHANGES};
+pub use ingest::{Ingest, IngestReport, MAX_PENDING_BYTES, MAX_PENDING_CHANGES, PendingLimits};
+pub use lease::{CLOCK_TOLERANCE_MS, LeaseError, LeaseState};
+pub use orders::{PendingWipe, WipeAcceptance, WipeDelivery};
 pub use peers::{PeerRecord, StoredReceipt};
-pub use seal::{PlainSeal, Seal};
+pub use repair::{RepairOptions, RepairReport};
+pub use seal::{AeadSeal, PlainSeal, Seal};
 pub use store::{LocalDevice, NewDevice, Store, StoreKind};
 pub use sync::{CaseHeads, Cursor, LogBatch, LogEntry, READ_LOG_SCAN_LIMIT};
 pub use withdraw::{WithdrawReport, dependent_reason};

@@ -11,13 +11,14 @@ use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle,
     WriteTransaction,
 };
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::error::{StorageFailure, StoreError};
 use crate::migrations;
 pub(crate) use crate::rows::DeviceRecord;
 use crate::rows::{decode, encode};
-use crate::seal::{PlainSeal, Seal};
+use crate::seal::{PlainSeal, Seal, probe};
 use crate::tables::{AUDIT, META};
 
 /// This device: its key, name and incarnation, loaded from the store.
@@ -161,11 +162,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+pub(crate) fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
     match source {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Busy {
             path: path.to_owned(),
         },
+        // The file fails its checksums or its structure is broken.
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                detail,
+            }
+        }
+        redb::DatabaseError::RepairAborted => StoreError::Damaged {
+            path: path.to_owned(),
+            detail: "its repair after a crash was aborted".into(),
+        },
+        // Truncated, or its header is gone.
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }
+        }
         source => StoreError::Open {
             path: path.to_owned(),
             source,
@@ -174,16 +198,30 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
 }
 
 impl Store {
-    /// Creates a new store file at `path` with a new device identity.
-    /// Fails with [`StoreError::AlreadyExists`] if there is one.
+    /// Creates a new store file at `path` with a new device identity,
+    /// stored in the clear (relays; see [`Store::create_sealed`] for field
+    /// devices). Fails with [`StoreError::AlreadyExists`] if there is one.
     pub fn create(path: &Path, device: NewDevice<'_>) -> Result<Self, StoreError> {
+        Self::create_sealed(path, device, PlainSeal)
+    }
+
+    /// Creates a new store file at `path` whose every value passes through
+    /// `seal` (an [`AeadSeal`](crate::AeadSeal) for a store encrypted at
+    /// rest). The store opens again only with a seal of the same kind and
+    /// key ([`Store::open_sealed`]). Fails with [`StoreError::AlreadyExists`]
+    /// if there is one.
+    pub fn create_sealed(
+        path: &Path,
+        device: NewDevice<'_>,
+        seal: impl Seal + 'static,
+    ) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::AlreadyExists {
                 path: path.to_owned(),
             });
         }
         let db = Database::create(path).map_err(|e| open_error(path, e))?;
-        Self::initialize(db, device, Some(path.to_owned()))
+        Self::initialize(db, device, Some(path.to_owned()), Box::new(seal))
     }
 
     /// Creates a store in memory (for simulations and tests).
@@ -191,7 +229,7 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| open_error(Path::new(":memory:"), e))?;
-        Self::initialize(db, device, None)
+        Self::initialize(db, device, None, Box::new(PlainSeal))
     }
 
     /// Creates a store on any redb storage backend (simulations use this to
@@ -203,7 +241,7 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(backend)
             .map_err(|e| open_error(Path::new(":backend:"), e))?;
-        Self::initialize(db, device, None)
+        Self::initialize(db, device, None, Box::new(PlainSeal))
     }
 
     /// Opens an existing store on any redb storage backend (simulations
@@ -212,39 +250,53 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(backend)
             .map_err(|e| open_error(Path::new(":backend:"), e))?;
-        Self::from_db(db, None)
+        Self::from_db(db, None, Box::new(PlainSeal))
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store kept in the clear. A store encrypted at rest
+    /// refuses with [`SealError::StoreEncrypted`](crate::SealError::StoreEncrypted)
+    /// ("this store is encrypted; it needs its key").
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_sealed(path, PlainSeal)
+    }
+
+    /// Opens an existing store with `seal`. The seal must be of the kind
+    /// the store was created with: a store in the clear refuses an
+    /// encrypting seal ([`SealError::StoreNotEncrypted`](crate::SealError::StoreNotEncrypted)),
+    /// and a key that is not the store's gives
+    /// [`SealError::WrongKey`](crate::SealError::WrongKey). Nothing is
+    /// written before these checks pass.
+    pub fn open_sealed(path: &Path, seal: impl Seal + 'static) -> Result<Self, StoreError> {
         if !path.is_file() {
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        let db = Database::open(path).map_err(|e| open_error(path, e))?;
-        Self::from_db(db, Some(path.to_owned()))
+        let db = crate::repair::open_checked(path)?;
+        Self::from_db(db, Some(path.to_owned()), Box::new(seal))
     }
 
     fn initialize(
         db: Database,
-        new: NewDevice<'_>,
+        mut new: NewDevice<'_>,
         path: Option<PathBuf>,
+        seal: Box<dyn Seal>,
     ) -> Result<Self, StoreError> {
-        let seal = PlainSeal;
         let record = DeviceRecord {
             seed: new.seed,
             name: new.name.to_owned(),
             incarnation: 0,
             created_at: new.now.as_millis(),
         };
-        let device_bytes = encode(&record)?;
+        new.seed.zeroize();
+        let device_bytes = Zeroizing::new(encode(&record)?);
+        drop(record);
         let mut txn = db
             .begin_write()
             .map_err(|e| StoreError::db("create")(e.into()))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::db("create")(e.into()))?;
-        migrations::run(&txn, 0, &seal)?;
+        migrations::run(&txn, 0, seal.as_ref())?;
         {
             let mut meta = txn
                 .open_table(META)
@@ -278,12 +330,16 @@ impl Store {
         }
         txn.commit()
             .map_err(|e| StoreError::db("commit")(e.into()))?;
-        Self::from_db(db, path)
+        Self::from_db(db, path, seal)
     }
 
-    fn from_db(db: Database, path: Option<PathBuf>) -> Result<Self, StoreError> {
-        let seal: Box<dyn Seal> = Box::new(PlainSeal);
-        // Bring the schema up to date first (a no-op on current stores).
+    fn from_db(
+        db: Database,
+        path: Option<PathBuf>,
+        seal: Box<dyn Seal>,
+    ) -> Result<Self, StoreError> {
+        // Check the seal against the store, then bring the schema up to
+        // date (a no-op on current stores).
         let schema = {
             let txn = db
                 .begin_read()
@@ -294,8 +350,11 @@ impl Store {
                 }
                 e => StoreError::db("open")(e.into()),
             })?;
-            let v = read_meta(&meta, seal.as_ref(), "schema")?
+            let raw = meta
+                .get("schema")
+                .map_err(|e| StoreError::db("open")(e.into()))?
                 .ok_or_else(|| StoreError::corrupt("missing schema version"))?;
+            let v = probe(seal.as_ref(), META.name(), b"schema", raw.value())?;
             u32::from_le_bytes(fixed(&v, "schema version")?)
         };
         if schema != migrations::CURRENT {
@@ -326,8 +385,10 @@ impl Store {
             let meta = txn
                 .open_table(META)
                 .map_err(|e| StoreError::db("open")(e.into()))?;
-            let v = read_meta(&meta, seal.as_ref(), "device")?
-                .ok_or_else(|| StoreError::corrupt("missing device identity"))?;
+            let v = Zeroizing::new(
+                read_meta(&meta, seal.as_ref(), "device")?
+                    .ok_or_else(|| StoreError::corrupt("missing device identity"))?,
+            );
             let k = read_meta(&meta, seal.as_ref(), "kind")?
                 .ok_or_else(|| StoreError::corrupt("missing store kind"))?;
             (decode(&v, "device identity")?, StoreKind::from_byte(&k)?)
@@ -361,6 +422,11 @@ impl Store {
     /// Whether this is a device or a relay store.
     pub fn kind(&self) -> StoreKind {
         self.kind
+    }
+
+    /// Whether the store is encrypted at rest (opened with an encrypting seal).
+    pub fn is_encrypted(&self) -> bool {
+        self.seal.encrypted()
     }
 
     /// The file this store lives in (`None` in memory).

@@ -14,7 +14,8 @@ use redb::TableDefinition;
 /// `epoch` (16 bytes: this log's epoch), `outbox-acked` (u64 LE: the highest log position any
 /// peer has acknowledged; the outbox is the log after it), `pending` (postcard
 /// `(u64, u64)`: number and total stored bytes of the rows in `pending-1`), `quarantine-last`
-/// (u64 LE: the last quarantine id handed out, so released ids are never reused),
+/// (u64 LE: the last quarantine id handed out, so released ids are never reused), `pending-limits`
+/// (postcard [`PendingLimits`](crate::PendingLimits); absent: the defaults),
 /// `revocations` (the signed revocation list bytes, verified by the caller),
 /// `revocations-applied` (u64 LE: the sequence of the list whose withdrawals
 /// [`Store::adopt_revocations`](crate::Store::adopt_revocations) applied; absent when the list
@@ -118,3 +119,18 @@ pub(crate) const READS: TableDefinition<(&[u8], u64), ()> = TableDefinition::new
 /// The key (that prefix ‖ `q`: 49 bytes, 0) holds the peer log's ceiling instead: the position
 /// before the first batch of it that put a change in the quarantine. Added in schema 4.
 pub(crate) const CUSTODY: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("custody-1");
+
+/// `seqs-1`: (case key ‖ Automerge actor id (36 bytes for a FieldSync actor), the change's
+/// sequence number among that actor's changes to the case) → change hash (32 bytes): the first
+/// change stored with that actor and sequence number. A device that signs two different changes
+/// under one actor and sequence number equivocates (see `equivocation.rs`). Written with each
+/// log append; kept when a change is withdrawn. Added in schema 5 (filled from the log on
+/// upgrade).
+pub(crate) const SEQS: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("seqs-1");
+
+/// `equivocations-1`: (case key, change hash: 32 bytes) → sealed postcard
+/// [`EquivocationRow`](crate::equivocation::EquivocationRow): a change found to equivocate
+/// (another change of its case has its actor and sequence number). Such a change is held in the
+/// quarantine (unless released), and so is every change that depends on it. Added in schema 5.
+pub(crate) const EQUIVOCATIONS: TableDefinition<(&[u8], &[u8]), &[u8]> =
+    TableDefinition::new("equivocations-1");

@@ -482,7 +482,7 @@ impl Store {
     /// and on a device store its document (returned for the cache). A case
     /// with no change left loses its row, as a case whose changes are all
     /// quarantined has none.
-    fn rebuild_case(
+    pub(crate) fn rebuild_case(
         &self,
         t: &mut WriteTables<'_>,
         key: &[u8; 16],

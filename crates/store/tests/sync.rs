@@ -499,7 +499,7 @@ fn pending_is_bounded() {
             now(),
         )
         .unwrap_err();
-    assert!(matches!(err, BundleError::PendingFull), "{err}");
+    assert!(matches!(err, BundleError::PendingFull { .. }), "{err}");
     assert!(err.to_string().contains("nothing of this batch was stored"));
     assert_eq!(s.pending_len().unwrap(), MAX_PENDING_CHANGES);
     assert_eq!(s.peer_cursor(&peer).unwrap(), None);

@@ -17,6 +17,11 @@ use crate::identity::Identity;
 use crate::policy::PeerPolicy;
 use crate::settings::TransportSettings;
 
+/// Bytes buffered for one connection attempt before the accept loop takes it.
+const INCOMING_BUFFER: u64 = 64 * 1024;
+/// Bytes buffered for all connection attempts the accept loop has not taken.
+const INCOMING_BUFFER_TOTAL: u64 = 8 * 1024 * 1024;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -76,6 +81,9 @@ pub(crate) fn transport_config(
         .initial_rtt(settings.initial_rtt)
         .max_concurrent_bidi_streams(VarInt::from_u32(settings.max_concurrent_bidi_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(settings.stream_receive_window))
+        .receive_window(VarInt::from_u32(settings.connection_receive_window))
+        .send_window(settings.send_window)
         .datagram_receive_buffer_size(None);
     Ok(Arc::new(config))
 }
@@ -89,7 +97,14 @@ pub(crate) fn quic_server(
     config
         .transport_config(transport_config(settings)?)
         // Field devices move between networks: follow them to new addresses.
-        .migration(true);
+        .migration(true)
+        // Connection attempts waiting for the accept loop: it takes each at
+        // once and refuses what exceeds `max_pending_handshakes`, so this
+        // only bounds a burst the loop has not reached yet.
+        .max_incoming(settings.max_pending_handshakes.saturating_mul(2))
+        // No 0-RTT: a client sends little before the server answers.
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(config)
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use fieldsync_identity::{DeviceId, PublicKey};
@@ -17,6 +18,7 @@ use crate::ALPN;
 use crate::danger::peer_key_from_certs;
 use crate::error::{TransportError, from_connection_error, from_io};
 use crate::frame;
+use crate::limits::ConnGuard;
 use crate::settings::TransportSettings;
 
 /// Which transport carries a [`Connection`].
@@ -59,38 +61,71 @@ pub struct Connection {
     stream: SessionStream,
 }
 
+/// How a connection came to be: what the listener already read, and what
+/// it holds for the connection's lifetime. Empty on the connecting side.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// The client's opening frame (length prefix included), read by the
+    /// listener; the session stream yields it first.
+    pub(crate) opening: Vec<u8>,
+    /// Released when both halves of the session stream are dropped.
+    pub(crate) guard: Option<ConnGuard>,
+}
+
 impl Connection {
     pub(crate) fn quic(
         conn: quinn::Connection,
         peer: PublicKey,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
+        accepted: Accepted,
     ) -> Self {
+        let guard = accepted.guard.map(Arc::new);
         Self {
             peer,
             kind: Kind::Quic,
             remote: conn.remote_address(),
             stream: SessionStream {
-                reader: SessionReader(ReaderInner::Quic(recv)),
-                writer: SessionWriter(WriterInner::Quic {
-                    send,
-                    conn: conn.clone(),
-                }),
+                reader: SessionReader {
+                    opening: Opening::new(accepted.opening),
+                    inner: ReaderInner::Quic(recv),
+                    _guard: guard.clone(),
+                },
+                writer: SessionWriter {
+                    inner: WriterInner::Quic {
+                        send,
+                        conn: conn.clone(),
+                    },
+                    _guard: guard,
+                },
             },
             quic: Some(conn),
         }
     }
 
-    pub(crate) fn tcp(tls: TlsStream<TcpStream>, peer: PublicKey, remote: SocketAddr) -> Self {
+    pub(crate) fn tcp(
+        tls: TlsStream<TcpStream>,
+        peer: PublicKey,
+        remote: SocketAddr,
+        accepted: Accepted,
+    ) -> Self {
         let (read, write) = tokio::io::split(tls);
+        let guard = accepted.guard.map(Arc::new);
         Self {
             peer,
             kind: Kind::Tcp,
             remote,
             quic: None,
             stream: SessionStream {
-                reader: SessionReader(ReaderInner::Tcp(read)),
-                writer: SessionWriter(WriterInner::Tcp(write)),
+                reader: SessionReader {
+                    opening: Opening::new(accepted.opening),
+                    inner: ReaderInner::Tcp(read),
+                    _guard: guard.clone(),
+                },
+                writer: SessionWriter {
+                    inner: WriterInner::Tcp(write),
+                    _guard: guard,
+                },
             },
         }
     }
@@ -225,8 +260,41 @@ enum ReaderInner {
     Tcp(tokio::io::ReadHalf<TlsStream<TcpStream>>),
 }
 
+/// Bytes the listener read before the connection was handed over (the
+/// client's opening frame), yielded before anything else.
+#[derive(Debug, Default)]
+struct Opening {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Opening {
+    fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    /// Up to `max` of the remaining bytes; frees the buffer once all are taken.
+    fn take(&mut self, max: usize) -> Vec<u8> {
+        let end = self.bytes.len().min(self.at.saturating_add(max));
+        let out = self.bytes[self.at..end].to_vec();
+        self.at = end;
+        if self.is_empty() {
+            *self = Self::default();
+        }
+        out
+    }
+}
+
 /// The reading half of a session stream.
-pub struct SessionReader(ReaderInner);
+pub struct SessionReader {
+    opening: Opening,
+    inner: ReaderInner,
+    _guard: Option<Arc<ConnGuard>>,
+}
 
 impl SessionReader {
     /// Reads one frame; see [`frame::read_frame`].
@@ -239,7 +307,10 @@ impl SessionReader {
     /// idle reader holds no buffer of its own; over TCP it reads into a
     /// buffer of the size that arrived.
     pub async fn read_some(&mut self, max: usize) -> Result<Option<Vec<u8>>, TransportError> {
-        match &mut self.0 {
+        if !self.opening.is_empty() {
+            return Ok(Some(self.opening.take(max)));
+        }
+        match &mut self.inner {
             ReaderInner::Quic(recv) => match recv.read_chunk(max, true).await {
                 Ok(Some(chunk)) => Ok(Some(chunk.bytes.to_vec())),
                 Ok(None) => Ok(None),
@@ -270,7 +341,12 @@ impl AsyncRead for SessionReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.0 {
+        if !self.opening.is_empty() {
+            let bytes = self.opening.take(buf.remaining());
+            buf.put_slice(&bytes);
+            return Poll::Ready(Ok(()));
+        }
+        match &mut self.inner {
             ReaderInner::Quic(recv) => AsyncRead::poll_read(Pin::new(recv), cx, buf),
             ReaderInner::Tcp(read) => Pin::new(read).poll_read(cx, buf),
         }
@@ -286,7 +362,10 @@ enum WriterInner {
 }
 
 /// The writing half of a session stream.
-pub struct SessionWriter(WriterInner);
+pub struct SessionWriter {
+    inner: WriterInner,
+    _guard: Option<Arc<ConnGuard>>,
+}
 
 impl SessionWriter {
     /// Writes one frame; see [`frame::write_frame`].
@@ -296,7 +375,7 @@ impl SessionWriter {
 
     /// Ends this direction once everything written has arrived; see [`Connection::finish`].
     pub async fn finish(&mut self) -> Result<(), TransportError> {
-        match &mut self.0 {
+        match &mut self.inner {
             WriterInner::Quic { send, .. } => {
                 // Already finished is fine.
                 let _ = send.finish();
@@ -312,7 +391,7 @@ impl SessionWriter {
 
     /// Closes the whole connection; see [`Connection::close`].
     pub async fn close(self, code: u32, reason: &str) {
-        match self.0 {
+        match self.inner {
             WriterInner::Quic { conn, .. } => conn.close(VarInt::from_u32(code), reason.as_bytes()),
             WriterInner::Tcp(mut write) => {
                 // Best effort: the peer may be gone already.
@@ -334,21 +413,21 @@ impl AsyncWrite for SessionWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.0 {
+        match &mut self.inner {
             WriterInner::Quic { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
             WriterInner::Tcp(write) => Pin::new(write).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.0 {
+        match &mut self.inner {
             WriterInner::Quic { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
             WriterInner::Tcp(write) => Pin::new(write).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.0 {
+        match &mut self.inner {
             WriterInner::Quic { send, .. } => AsyncWrite::poll_shutdown(Pin::new(send), cx),
             WriterInner::Tcp(write) => Pin::new(write).poll_shutdown(cx),
         }

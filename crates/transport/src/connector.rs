@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{client_tls, quic_client, transport_config};
-use crate::connection::{Connection, quic_peer, tls_peer, tune_tcp};
+use crate::connection::{Accepted, Connection, quic_peer, tls_peer, tune_tcp};
 use crate::danger::ServerKeyVerifier;
 use crate::error::{TransportError, from_connection_error, from_io};
 use crate::identity::Identity;
@@ -183,7 +183,13 @@ impl Connector {
             .await
             .map_err(|e| Failed::Fatal(from_connection_error(&e)))?;
         tracing::debug!(%addr, peer = %fieldsync_identity::DeviceId::from_public_key(peer).short(), "QUIC connected");
-        Ok(Connection::quic(conn, peer, send, recv))
+        Ok(Connection::quic(
+            conn,
+            peer,
+            send,
+            recv,
+            Accepted::default(),
+        ))
     }
 
     async fn try_tcp(&self, addr: SocketAddr, policy: &PeerPolicy) -> Result<Connection, Failed> {
@@ -209,7 +215,7 @@ impl Connector {
         };
         let peer = tls_peer(tls.get_ref().1).map_err(Failed::Fatal)?;
         tracing::debug!(%addr, peer = %fieldsync_identity::DeviceId::from_public_key(peer).short(), "TLS over TCP connected");
-        Ok(Connection::tcp(tls.into(), peer, addr))
+        Ok(Connection::tcp(tls.into(), peer, addr, Accepted::default()))
     }
 }
 

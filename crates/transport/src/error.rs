@@ -6,12 +6,16 @@ use std::net::SocketAddr;
 use quinn::ConnectionError;
 use rustls::AlertDescription;
 
+use crate::close_code;
+
 /// Everything that can go wrong while binding, connecting, accepting or moving frames.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// A local UDP or TCP socket could not be bound.
-    #[error("cannot bind {addr}: {source}; is another FieldSync process using this port?")]
+    /// A local UDP or TCP socket could not be bound. The OS error is the
+    /// source (shown once by `{:#}` and by error-chain printers), not part
+    /// of this message.
+    #[error("cannot bind {addr}{}", bind_hint(.source))]
     Bind {
         /// The address we tried to bind.
         addr: SocketAddr,
@@ -66,9 +70,11 @@ pub enum TransportError {
     /// The settings or the TLS configuration are invalid.
     #[error("invalid transport configuration: {0}")]
     Config(String),
-    /// A socket or stream I/O error that fits no other variant.
+    /// A socket or stream I/O error that fits no other variant. The OS
+    /// error is part of the message (it is not also the source, so that a
+    /// chain printer shows it once).
     #[error("i/o error: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     /// A frame's length header exceeds the limit.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes; closing the session")]
     FrameTooLarge {
@@ -88,12 +94,43 @@ pub enum TransportError {
         /// The peer's reason text, if any.
         reason: String,
     },
+    /// The peer already holds as many live connections with this key as it
+    /// allows ([`crate::close_code::TOO_MANY_CONNECTIONS`]).
+    #[error("too many connections with this device key: {reason}")]
+    TooManyConnections {
+        /// The peer's explanation.
+        reason: String,
+    },
+    /// The peer is at its connection limit ([`crate::close_code::BUSY`]);
+    /// try again later.
+    #[error("the peer is at its connection limit: {reason}")]
+    Busy {
+        /// The peer's explanation.
+        reason: String,
+    },
+    /// The client's first frame was too large or did not arrive in time
+    /// ([`crate::close_code::BAD_OPENING`]).
+    #[error("the peer refused this connection's opening: {reason}")]
+    BadOpening {
+        /// The peer's explanation.
+        reason: String,
+    },
     /// The connection died: idle timeout, reset, or a protocol violation.
     #[error("the connection was lost: {0}")]
     ConnectionLost(String),
     /// The connection, the listener or the connector was closed locally.
     #[error("closed")]
     Closed,
+}
+
+/// What to check when a bind fails, by the kind of OS error.
+fn bind_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => " (is another FieldSync process using this port?)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
+        _ => "",
+    }
 }
 
 /// A person-readable explanation of a TLS alert sent by the peer.
@@ -146,10 +183,19 @@ pub(crate) fn from_connection_error(err: &ConnectionError) -> TransportError {
                 None => TransportError::ConnectionLost(format!("the peer closed QUIC: {close}")),
             }
         }
-        ConnectionError::ApplicationClosed(close) => TransportError::ClosedByPeer {
-            code: close.error_code.into_inner(),
-            reason: String::from_utf8_lossy(&close.reason).into_owned(),
-        },
+        ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            match close.error_code.into_inner() {
+                c if c == u64::from(close_code::TOO_MANY_CONNECTIONS) => {
+                    TransportError::TooManyConnections { reason }
+                }
+                c if c == u64::from(close_code::BUSY) => TransportError::Busy { reason },
+                c if c == u64::from(close_code::BAD_OPENING) => {
+                    TransportError::BadOpening { reason }
+                }
+                code => TransportError::ClosedByPeer { code, reason },
+            }
+        }
         ConnectionError::Reset => TransportError::ConnectionLost(
             "the peer reset the connection (it restarted or forgot it)".to_owned(),
         ),
@@ -250,5 +296,59 @@ mod tests {
         assert!(matches!(from_io(e), TransportError::ConnectionLost(_)));
         let e = io::Error::from(io::ErrorKind::PermissionDenied);
         assert!(matches!(from_io(e), TransportError::Io(_)));
+    }
+
+    /// The message and every source, joined as `{:#}` (anyhow) prints them.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn os_errors_print_once_in_a_chain() {
+        let os = io::Error::from(io::ErrorKind::AddrInUse).to_string();
+        let e = TransportError::Bind {
+            addr: "127.0.0.1:4433".parse().unwrap_or_else(|_| unreachable!()),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        let line = chain(&e);
+        assert_eq!(line.matches(&os).count(), 1, "{line}");
+        assert!(line.starts_with("cannot bind 127.0.0.1:4433 (is another FieldSync"));
+        let e = TransportError::Io(io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "i/o error: disk on fire");
+    }
+
+    #[test]
+    fn transport_close_codes_have_names() {
+        let closed = |code: u32| {
+            from_connection_error(&ConnectionError::ApplicationClosed(
+                quinn::ApplicationClose {
+                    error_code: quinn::VarInt::from_u32(code),
+                    reason: b"why".to_vec().into(),
+                },
+            ))
+        };
+        assert!(matches!(
+            closed(close_code::TOO_MANY_CONNECTIONS),
+            TransportError::TooManyConnections { reason } if reason == "why"
+        ));
+        assert!(matches!(
+            closed(close_code::BUSY),
+            TransportError::Busy { .. }
+        ));
+        assert!(matches!(
+            closed(close_code::BAD_OPENING),
+            TransportError::BadOpening { .. }
+        ));
+        assert!(matches!(
+            closed(77),
+            TransportError::ClosedByPeer { code: 77, .. }
+        ));
     }
 }

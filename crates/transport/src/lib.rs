@@ -45,6 +45,21 @@
 //! [`Connector::rebind`]. The transport's own QUIC close codes are in
 //! [`close_code`]; over TCP, close codes are not carried.
 //!
+//! # Limits
+//!
+//! A listener faces the open internet, so everything a peer can make it
+//! hold is bounded ([`TransportSettings`], counted in [`Listener::stats`]):
+//! handshakes in progress (512; beyond 128, an unvalidated QUIC client must
+//! first answer a Retry), the client's opening frame (64 KiB, whole within
+//! the 20 s handshake timeout, or the connection is closed with
+//! [`close_code::BAD_OPENING`]), live connections per peer key (4, then
+//! [`close_code::TOO_MANY_CONNECTIONS`]), one session stream per connection
+//! (up to 4 concurrent bidirectional streams; every one beyond the session's
+//! is refused at once with [`close_code::STREAM_REFUSED`], no unidirectional
+//! streams), and the bytes a peer may send ahead of the reader (2 MiB per
+//! stream, 4 MiB per connection). The UDP socket asks for an 8 MiB receive
+//! buffer, so that a fleet reconnecting at once is not dropped by the kernel.
+//!
 //! # Frames
 //!
 //! The protocol's unit is a frame: a `u32` big-endian length and that many
@@ -92,6 +107,7 @@ pub mod danger;
 mod error;
 mod frame;
 mod identity;
+mod limits;
 mod listener;
 mod policy;
 mod settings;
@@ -101,6 +117,7 @@ pub use connector::{Connector, connect};
 pub use error::TransportError;
 pub use frame::{MAX_FRAME, read_frame, write_frame};
 pub use identity::Identity;
+pub use limits::ListenerStats;
 pub use listener::Listener;
 pub use policy::{PeerPolicy, PolicyFn};
 pub use settings::{Protocols, TransportSettings};
@@ -117,4 +134,20 @@ pub mod close_code {
     pub const NO_SESSION_STREAM: u32 = 1;
     /// The handshake passed but the peer's key or protocol is unusable.
     pub const BAD_PEER: u32 = 2;
+    /// The listener already holds
+    /// [`crate::TransportSettings::max_connections_per_peer`] connections
+    /// with this peer's key; seen by the peer as
+    /// [`crate::TransportError::TooManyConnections`].
+    pub const TOO_MANY_CONNECTIONS: u32 = 3;
+    /// The server is at its connection limit; seen by the peer as
+    /// [`crate::TransportError::Busy`].
+    pub const BUSY: u32 = 4;
+    /// A stream beyond the session's was refused (a stream code, sent in
+    /// STOP_SENDING and RESET_STREAM; the connection goes on).
+    pub const STREAM_REFUSED: u32 = 5;
+    /// The client's first frame was larger than
+    /// [`crate::TransportSettings::max_opening_frame`] or did not arrive
+    /// within [`crate::TransportSettings::handshake_timeout`]; seen by the
+    /// peer as [`crate::TransportError::BadOpening`].
+    pub const BAD_OPENING: u32 = 6;
 }

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::error::TransportError;
 
+/// The smallest flow-control window the settings accept.
+const MIN_WINDOW: u32 = 16 * 1024;
+
 /// Timers and limits for field links: slow (1.5 s round trips), lossy, and
 /// sometimes without UDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +30,10 @@ pub struct TransportSettings {
     /// Bound on a TLS handshake over TCP, and on the accepting side on the
     /// whole QUIC handshake plus the client's first bytes.
     pub handshake_timeout: Duration,
-    /// Concurrent bidirectional streams the peer may open. A session uses one.
+    /// Concurrent bidirectional streams the peer may open; QUIC blocks the
+    /// peer's next one until one ends. A session uses one: a listener
+    /// refuses every further stream at once (stopped and reset with
+    /// [`crate::close_code::STREAM_REFUSED`]), discarding what it carried.
     pub max_concurrent_bidi_streams: u32,
     /// Handshakes a listener runs at once; further attempts are refused
     /// (clients retry with backoff). Sized for a fleet reconnecting at once
@@ -35,6 +41,35 @@ pub struct TransportSettings {
     pub max_pending_handshakes: usize,
     /// Established connections a listener queues until [`crate::Listener::accept`] takes them.
     pub accept_queue: usize,
+    /// Handshakes in progress above which a listener first asks a QUIC
+    /// client whose address is not yet validated to prove it (a QUIC Retry:
+    /// one more round trip). Spoofed sources cannot answer, so a flood of
+    /// them stops costing handshakes; honest clients answer transparently.
+    pub retry_above: usize,
+    /// Live connections (handshakes in progress included) one peer key may
+    /// hold on a listener at once. The next is closed with
+    /// [`crate::close_code::TOO_MANY_CONNECTIONS`]. A device needs one; a
+    /// few more cover reconnections while a dead connection times out.
+    pub max_connections_per_peer: usize,
+    /// Largest first frame a client may send, in bytes. A listener yields
+    /// a connection only once its whole first frame has arrived, within
+    /// [`TransportSettings::handshake_timeout`]: until then the peer has
+    /// proven only a key, which anyone can make.
+    pub max_opening_frame: usize,
+    /// `SO_RCVBUF` asked for a listener's UDP socket, in bytes (`None`: the
+    /// OS default, often about 200 KiB, which overflows when hundreds of
+    /// devices connect at once). Linux caps it at `net.core.rmem_max`;
+    /// [`crate::Listener::udp_receive_buffer`] says what was granted.
+    pub udp_receive_buffer: Option<usize>,
+    /// Bytes a peer may send on one QUIC stream beyond what this side has
+    /// read (flow control). Bounds the memory a connection's session stream
+    /// can take; 2 MiB covers a 10 Mbit/s link with 1.5 s round trips.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on one QUIC connection, all streams together,
+    /// beyond what this side has read.
+    pub connection_receive_window: u32,
+    /// Bytes this side buffers for sending on one QUIC connection, at most.
+    pub send_window: u64,
 }
 
 impl Default for TransportSettings {
@@ -49,6 +84,13 @@ impl Default for TransportSettings {
             max_concurrent_bidi_streams: 4,
             max_pending_handshakes: 512,
             accept_queue: 128,
+            retry_above: 128,
+            max_connections_per_peer: 4,
+            max_opening_frame: 64 * 1024,
+            udp_receive_buffer: Some(8 * 1024 * 1024),
+            stream_receive_window: 2 * 1024 * 1024,
+            connection_receive_window: 4 * 1024 * 1024,
+            send_window: 4 * 1024 * 1024,
         }
     }
 }
@@ -74,6 +116,20 @@ impl TransportSettings {
         }
         if self.max_pending_handshakes == 0 || self.accept_queue == 0 {
             return bad("max_pending_handshakes and accept_queue must be at least 1");
+        }
+        if self.max_connections_per_peer == 0 {
+            return bad("max_connections_per_peer must be at least 1");
+        }
+        if self.max_opening_frame > crate::MAX_FRAME {
+            return bad("max_opening_frame cannot exceed the frame limit (4 MiB)");
+        }
+        if self.stream_receive_window < MIN_WINDOW
+            || self.connection_receive_window < self.stream_receive_window
+            || self.send_window < u64::from(MIN_WINDOW)
+        {
+            return bad(
+                "windows must be at least 16 KiB, and the connection's at least the stream's",
+            );
         }
         Ok(())
     }
@@ -109,5 +165,28 @@ mod tests {
             ..TransportSettings::default()
         };
         assert!(matches!(bad.validate(), Err(TransportError::Config(_))));
+        for bad in [
+            TransportSettings {
+                max_connections_per_peer: 0,
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                stream_receive_window: 1024,
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                connection_receive_window: 1024 * 1024,
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                max_opening_frame: crate::MAX_FRAME + 1,
+                ..TransportSettings::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(TransportError::Config(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

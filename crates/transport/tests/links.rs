@@ -230,8 +230,9 @@ async fn client_migrates_to_a_new_socket_and_frames_keep_flowing() {
     );
 }
 
-/// Writes raw bytes on a fresh connection of the given kind, then lets the
-/// server read one frame.
+/// Writes an opening frame and then raw bytes on a fresh connection of the
+/// given kind, then lets the server read two frames. (A bad opening frame
+/// never reaches `accept`: see `limits.rs`.)
 async fn server_reads_raw(
     protocols: Protocols,
     raw: &[u8],
@@ -241,9 +242,14 @@ async fn server_reads_raw(
     let mut conn = bounded("connect", client.connect(listener.local_addr()))
         .await
         .unwrap();
+    conn.write_frame(b"opening").await.unwrap();
     conn.stream().write_all(raw).await.unwrap();
     conn.stream().flush().await.unwrap();
     let mut server = bounded("accept", listener.accept()).await.unwrap();
+    assert_eq!(
+        bounded("read", server.read_frame()).await.unwrap().unwrap(),
+        b"opening"
+    );
     let (result, _) = tokio::join!(bounded("read", server.read_frame()), async {
         bounded("finish", conn.finish()).await.ok();
     });
