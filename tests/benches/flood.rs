@@ -17,11 +17,17 @@
 //! 512 MiB budget, honest handshake p50/p99 (goal: p99 under 2 s), the bad
 //! handshakes refused, changes ingested per second, and the flood/idle ratios.
 //!
-//! `cargo bench -p fieldsync-tests --bench flood` (20 s idle, 60 s of flood,
-//! 1,000 holders, 8 honest devices); `BENCH_QUICK=1` runs 8 s and 15 s, 250
-//! holders, 4 honest devices. Knobs: `FLOOD_SECONDS`, `FLOOD_IDLE_SECONDS`,
-//! `FLOOD_HOLDERS`, `FLOOD_BAD_PER_MINUTE`, `FLOOD_HONEST`. Every phase is
-//! bounded in count and time.
+//! First, apart: N devices connect at the same moment to a bare listener,
+//! with the OS's default UDP receive buffer and with the 8 MiB the listener
+//! asks for by default; datagrams the kernel dropped and the time until all
+//! are in.
+//!
+//! `cargo bench -p fieldsync-tests --bench flood` (a burst of 500; 20 s idle,
+//! 60 s of flood, 1,000 holders, 8 honest devices); `BENCH_QUICK=1` runs a
+//! burst of 250, 8 s and 15 s, 250 holders, 4 honest devices. Knobs:
+//! `FLOOD_BURST`, `FLOOD_SECONDS`, `FLOOD_IDLE_SECONDS`, `FLOOD_HOLDERS`,
+//! `FLOOD_BAD_PER_MINUTE`, `FLOOD_HONEST`. Every phase is bounded in count
+//! and time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::net::SocketAddr;
@@ -60,6 +66,7 @@ struct Sizes {
     holders: usize,
     bad_per_minute: usize,
     honest: usize,
+    burst: usize,
 }
 
 impl Sizes {
@@ -72,6 +79,7 @@ impl Sizes {
             holders: pick("FLOOD_HOLDERS", 1000, 250),
             bad_per_minute: pick("FLOOD_BAD_PER_MINUTE", 10_000, 10_000).max(1),
             honest: pick("FLOOD_HONEST", 8, 4).max(1),
+            burst: pick("FLOOD_BURST", 500, 250).max(1),
         }
     }
 }
@@ -129,7 +137,7 @@ impl RssSampler {
             while !s.load(Ordering::Relaxed) {
                 let now = rss_kib(pid).0;
                 p.fetch_max(now, Ordering::Relaxed);
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     t.lock().unwrap().push((started.elapsed().as_secs(), now));
                 }
                 n += 1;
@@ -415,6 +423,7 @@ async fn bad_flood(
     let mut n = 0usize;
     while Instant::now() < until {
         tokio::select! {
+            () = tokio::time::sleep_until(until.into()) => break,
             _ = ticks.tick() => {
                 tally.attempts.fetch_add(1, Ordering::Relaxed);
                 if attempts.len() >= BAD_IN_FLIGHT {
@@ -721,6 +730,126 @@ async fn phase(
     }
 }
 
+/// What a burst of simultaneous connections cost a bare listener.
+struct Burst {
+    granted: Option<usize>,
+    all_in: Option<Duration>,
+    p99: Duration,
+    accepted: usize,
+    drops: u64,
+}
+
+/// `n` devices connect to an in-process listener at the same moment and
+/// send their opening frame; the listener's UDP receive buffer is `buffer`.
+async fn burst(identities: &[Identity], buffer: Option<usize>) -> Burst {
+    let relay = Identity::new(&SecretKey::from_seed(&[0x77; 32])).unwrap();
+    let settings = TransportSettings {
+        udp_receive_buffer: buffer,
+        ..TransportSettings::default()
+    };
+    let listener = Arc::new(
+        fieldsync_transport::Listener::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &relay,
+            &settings,
+            PeerPolicy::accept_any(),
+        )
+        .await
+        .unwrap(),
+    );
+    let granted = listener.udp_receive_buffer();
+    let addr = listener.local_addr();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let accepting = {
+        let (listener, accepted) = (listener.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok(conn) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                held.push(conn);
+            }
+        })
+    };
+    let connectors: Vec<Connector> = identities.iter().map(connector).collect();
+    let drops = udp_receive_errors();
+    let started = Instant::now();
+    let mut connecting = JoinSet::new();
+    for c in connectors {
+        connecting.spawn(async move {
+            let mut conn = tokio::time::timeout(ATTEMPT_LIMIT, c.connect(addr))
+                .await
+                .ok()?
+                .ok()?;
+            conn.write_frame(b"hello").await.ok()?;
+            Some((started.elapsed(), conn, c))
+        });
+    }
+    let mut times = Vec::new();
+    let mut open = Vec::new();
+    while let Some(r) = connecting.join_next().await {
+        if let Some((t, conn, c)) = r.unwrap() {
+            times.push(t);
+            open.push((conn, c));
+        }
+    }
+    let n = identities.len();
+    let all_in = tokio::time::timeout(ATTEMPT_LIMIT, async {
+        while accepted.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed());
+    let drops = udp_receive_errors().saturating_sub(drops);
+    times.sort();
+    listener.close();
+    accepting.abort();
+    drop(open);
+    Burst {
+        granted,
+        all_in,
+        p99: percentile(&times, 0.99),
+        accepted: accepted.load(Ordering::Relaxed),
+        drops,
+    }
+}
+
+/// The UDP receive buffer against a fleet reconnecting at once.
+fn burst_section(rt: &tokio::runtime::Runtime, n: usize) {
+    let identities: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut seed = [0x33u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Identity::new(&SecretKey::from_seed(&seed)).unwrap()
+        })
+        .collect();
+    println!("{n} devices connecting at the same moment to a bare listener (QUIC, loopback):");
+    println!();
+    println!(
+        "| UDP receive buffer | granted | accepted | all in | connect p99 | datagrams dropped |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, buffer) in [
+        ("OS default", None),
+        ("8 MiB (the default setting)", Some(8 * 1024 * 1024)),
+    ] {
+        let b = rt.block_on(burst(&identities, buffer));
+        println!(
+            "| {name} | {} KiB | {} of {n} | {} | {:.0} ms | {} |",
+            b.granted.unwrap_or(0) / 1024,
+            b.accepted,
+            b.all_in.map_or("not within 20 s".to_owned(), |d| format!(
+                "{:.2} s",
+                d.as_secs_f64()
+            )),
+            ms(b.p99),
+            b.drops
+        );
+    }
+    println!();
+}
+
 fn main() {
     let sizes = Sizes::from_env();
     let dir = tempfile::tempdir().unwrap();
@@ -752,6 +881,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    burst_section(&rt, sizes.burst);
     let made = Instant::now();
     let (honest, pushers, holders, bad) = {
         let _in_runtime = rt.enter(); // endpoints bind their sockets on the runtime
