@@ -176,6 +176,14 @@ pub(crate) fn from_connection_error(err: &ConnectionError) -> TransportError {
         ConnectionError::TransportError(e) => {
             TransportError::Handshake(format!("local QUIC/TLS error: {e}"))
         }
+        ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            TransportError::Busy {
+                reason: "it has too many handshakes in progress (QUIC connection refused)"
+                    .to_owned(),
+            }
+        }
         ConnectionError::ConnectionClosed(close) => {
             let code = u64::from(close.error_code);
             match alert_from_quic_code(code) {
@@ -350,5 +358,16 @@ mod tests {
             closed(77),
             TransportError::ClosedByPeer { code: 77, .. }
         ));
+        // A QUIC listener refusing a connection attempt is busy, too.
+        let refused =
+            from_connection_error(&ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: quinn::TransportErrorCode::CONNECTION_REFUSED,
+                frame_type: None,
+                reason: Vec::new().into(),
+            }));
+        assert!(
+            matches!(&refused, TransportError::Busy { reason } if reason.contains("handshakes")),
+            "{refused:?}"
+        );
     }
 }

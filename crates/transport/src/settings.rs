@@ -36,7 +36,7 @@ pub struct TransportSettings {
     /// [`crate::close_code::STREAM_REFUSED`]), discarding what it carried.
     pub max_concurrent_bidi_streams: u32,
     /// Handshakes a listener runs at once; further attempts are refused
-    /// (clients retry with backoff). Sized for a fleet reconnecting at once
+    /// (a QUIC client sees [`TransportError::Busy`] and retries with backoff). Sized for a fleet reconnecting at once
     /// after an outage; each pending handshake costs a few KiB.
     pub max_pending_handshakes: usize,
     /// Established connections a listener queues until [`crate::Listener::accept`] takes them.

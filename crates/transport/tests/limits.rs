@@ -414,3 +414,51 @@ async fn a_taken_port_is_one_clear_error() {
     // The OS error is the source, not repeated in the message.
     assert!(!message.contains(&source.to_string()), "{message}");
 }
+
+#[tokio::test]
+async fn a_listener_at_its_handshake_limit_turns_clients_away_by_name() {
+    let settings = TransportSettings {
+        max_pending_handshakes: 1,
+        ..settings()
+    };
+    let listener = listener_with(72, settings, Protocols::default()).await;
+    let _echo = spawn_echo(listener.clone());
+    // A client that completes the QUIC handshake and then says nothing
+    // holds the one handshake slot (until the handshake timeout).
+    let endpoint = raw_quic_endpoint();
+    let silent = bounded(
+        "connect",
+        endpoint
+            .connect_with(
+                raw_quic_config(raw_client_config(&identity(73), ALPN)),
+                listener.local_addr(),
+                "127.0.0.1",
+            )
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    bounded("the slot is taken", async {
+        while listener.stats().in_progress < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let err = bounded("connect", connector(74).connect(listener.local_addr()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, TransportError::Busy { .. }), "{err:?}");
+    assert!(err.to_string().contains("connection limit"), "{err}");
+    assert_eq!(listener.stats().refused_busy, 1);
+
+    // Once the silent client is gone, the slot is free again.
+    silent.close(quinn::VarInt::from_u32(0), b"bye");
+    bounded("the slot frees", async {
+        while listener.stats().in_progress > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut conn = echoing(&listener, 74).await;
+    assert_eq!(ask(&mut conn, "again").await, "again");
+}
