@@ -95,33 +95,9 @@ pub(crate) fn audit(events: &[AuditEvent], as_json: bool) -> Result<()> {
 
 /// What `repair` did.
 pub(crate) fn repair(report: &fieldsync_store::RepairReport, as_json: bool) -> Result<()> {
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
-    }
-    match &report.check {
-        Some(found) => println!("damaged     {found}"),
-        None => {
-            println!("the file passed its checksums; values that failed to decode were left out")
-        }
-    }
-    println!("kept aside  {}", report.damaged.display());
-    println!("new store   {}", report.path.display());
-    println!(
-        "recovered   {} cases, {} changes ({} waiting for lost dependencies), {} quarantine entries, {} peers, {} audit events",
-        report.cases,
-        report.changes,
-        report.pending,
-        report.quarantined,
-        report.peers,
-        report.audit
-    );
-    println!("lost        {}", report.lost);
-    for p in &report.problems {
-        println!("  {p}");
-    }
-    if report.lost > 0 {
-        println!("relays send back what they hold at the next sync");
-    }
-    Ok(())
+    emit(fieldsync_view::repair(
+        report,
+        "relays",
+        Format::json(as_json),
+    ))
 }

@@ -139,34 +139,14 @@ fn repair(dir: &DataDir, json: bool) -> Result<()> {
         kind: Some(StoreKind::Relay),
     };
     let report = Store::repair(&dir.store(), &how).map_err(|e| anyhow!(error_line(&e)))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    match &report.check {
-        Some(found) => println!("damaged: {found}"),
-        None => {
-            println!("the file passed its checksums; values that failed to decode were left out")
-        }
-    }
-    println!("kept aside  {}", report.damaged.display());
-    println!("new store   {}", report.path.display());
-    println!(
-        "recovered   {} cases, {} changes ({} waiting for lost dependencies), {} quarantine entries, {} peers, {} audit events",
-        report.cases,
-        report.changes,
-        report.pending,
-        report.quarantined,
-        report.peers,
-        report.audit
+    print!(
+        "{}",
+        fieldsync_view::repair(
+            &report,
+            "devices and offices",
+            fieldsync_view::Format::json(json)
+        )?
     );
-    println!("lost        {}", report.lost);
-    for p in &report.problems {
-        println!("  {p}");
-    }
-    if report.lost > 0 {
-        println!("devices and offices send back what they hold at their next sync");
-    }
     Ok(())
 }
 

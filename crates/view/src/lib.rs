@@ -24,7 +24,7 @@ mod reports;
 
 pub use case::{conflicts, history, listing, record};
 pub use names::DeviceNames;
-pub use reports::{QuarantineItem, audit, import, quarantine, verify};
+pub use reports::{QuarantineItem, audit, import, quarantine, repair, verify};
 
 use serde::Serialize;
 

@@ -140,6 +140,47 @@ pub fn quarantine(
     Ok(out)
 }
 
+/// What `repair` did: where the damaged file was kept, what came back and
+/// what was lost. `resend` names who sends the lost changes back ("relays"
+/// for a device, "devices and offices" for a relay).
+pub fn repair(
+    r: &fieldsync_store::RepairReport,
+    resend: &str,
+    format: Format,
+) -> Result<String, ViewError> {
+    if format == Format::Json {
+        return json(r);
+    }
+    let mut out = String::new();
+    match &r.check {
+        Some(found) => put!(out, "damaged     {found}"),
+        None => put!(
+            out,
+            "the file passed its checksums; values that failed to decode were left out"
+        ),
+    }
+    put!(out, "kept aside  {}", r.damaged.display());
+    put!(out, "new store   {}", r.path.display());
+    put!(
+        out,
+        "recovered   {} cases, {} changes ({} waiting for lost dependencies), {} quarantine entries, {} peers, {} audit events",
+        r.cases,
+        r.changes,
+        r.pending,
+        r.quarantined,
+        r.peers,
+        r.audit
+    );
+    put!(out, "lost        {}", r.lost);
+    for p in &r.problems {
+        put!(out, "  {p}");
+    }
+    if r.lost > 0 {
+        put!(out, "{resend} send back what they hold at the next sync");
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
