@@ -652,6 +652,22 @@ fn salvage_with_redb(
             return;
         }
         match seal.open(META.name(), k.as_bytes(), v) {
+            // A revocation list is kept only if its signature still holds:
+            // a damaged one would stop the node at its next start.
+            Ok(plain)
+                if k == "revocations"
+                    && fieldsync_identity::decode_signed::<
+                        fieldsync_identity::RevocationListBody,
+                    >(&plain)
+                    .map_err(|_| ())
+                    .and_then(|signed| signed.verify().map_err(|_| ()))
+                    .is_err() =>
+            {
+                report.lose(
+                    "the revocation list: its signature no longer verifies (at headquarters, revoke the devices again; elsewhere it comes back at the next sync)"
+                        .to_owned(),
+                );
+            }
             Ok(plain) => s.meta.push((k.to_owned(), plain)),
             Err(e) => report.lose(format!("setting {k}: {e}")),
         }
