@@ -337,7 +337,8 @@ fn a_sync_killed_half_way_resumes_and_completes() {
     let dir = tempfile::tempdir().unwrap();
     let hq = headquarters(&dir);
     let serving = hq.serve("127.0.0.1:0");
-    let slow = throttled_tcp_proxy(serving.addr, Some(100_000)).to_string();
+    // 30 KB/s: the log (~200 KB as deflated batches) takes several seconds.
+    let slow = throttled_tcp_proxy(serving.addr, Some(30_000)).to_string();
     let rome = device(&dir, &hq, "rome", "field", &slow);
     let case = new_case(&rome, "Ledger");
     bulk_edits(&rome, &case, 1_500);
@@ -374,7 +375,7 @@ fn a_sync_killed_half_way_resumes_and_completes() {
         )
     };
     // Cut the link once headquarters holds part of the log: the link
-    // carries 100 KB/s, so the rest is still on its way.
+    // carries 30 KB/s, so the rest is still on its way.
     let mut child = rome.command(&["sync"]).spawn().unwrap();
     let started = Instant::now();
     while seen().1 == 0 && started.elapsed() < Duration::from_secs(60) {

@@ -30,8 +30,8 @@ pub use release::{
 };
 pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, MAX_IGNORED_ORDERS, Session, SessionConfig};
 pub use wire::{
-    Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, MAX_FRAME_LEN,
-    MAX_REASON_LEN, MAX_REPAIR_CASES, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION,
-    RELAYED_SINCE, REPAIR_BUCKETS, RepairDigest, RepairHeads, WIPE_ORDERS_SINCE, WireCursor,
-    WireError,
+    Ack, Batch, CloseCode, DEFLATED_BATCHES_SINCE, FrameDecoder, Hello, MAX_BATCH_BYTES,
+    MAX_BATCH_CHANGES, MAX_FRAME_LEN, MAX_REASON_LEN, MAX_REPAIR_CASES, MIN_PROTOCOL_VERSION,
+    Message, NodeRole, PROTOCOL_VERSION, RELAYED_SINCE, REPAIR_BUCKETS, RepairDigest, RepairHeads,
+    WIPE_ORDERS_SINCE, WireCursor, WireError, encode_batch_deflated,
 };

@@ -42,9 +42,9 @@ use crate::receipt::{
 use crate::release::{ReleaseBody, verify_release};
 use crate::repair;
 use crate::wire::{
-    Ack, Batch, CloseCode, FrameDecoder, Hello, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
-    MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, RELAYED_SINCE, REPAIR_BUCKETS,
-    RepairDigest, RepairHeads, WireCursor,
+    Ack, Batch, CloseCode, DEFLATED_BATCHES_SINCE, FrameDecoder, Hello, MAX_BATCH_BYTES,
+    MAX_BATCH_CHANGES, MIN_PROTOCOL_VERSION, Message, NodeRole, PROTOCOL_VERSION, RELAYED_SINCE,
+    REPAIR_BUCKETS, RepairDigest, RepairHeads, WireCursor, encode_batch_deflated,
 };
 
 /// Batches sent and not yet acknowledged, at most.
@@ -1011,7 +1011,19 @@ impl Session {
         // A device needs a receipt for every batch (see `on_batch`).
         let vouched = !b.is_empty() || self.cfg.role == NodeRole::Device;
         self.in_flight.push_back((b.through, vouched));
-        self.send(&Message::Batch(b));
+        let deflate = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.version >= DEFLATED_BATCHES_SINCE);
+        if deflate && !b.is_empty() {
+            let body = encode_batch_deflated(&b);
+            let mut frame = Vec::with_capacity(body.len() + 4);
+            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&body);
+            self.out.push_back(frame);
+        } else {
+            self.send(&Message::Batch(b));
+        }
     }
 
     fn on_batch(&mut self, store: &Store, b: Batch, now: Timestamp) -> Result<(), SessionError> {

@@ -9,13 +9,16 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The protocol version this build speaks. Version 2 added
-/// [`Message::Relayed`], version 3 [`Message::WipeOrder`]; each is sent
-/// only to peers that speak it.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// [`Message::Relayed`], version 3 [`Message::WipeOrder`], version 4
+/// deflated batches ([`encode_batch_deflated`]); each is sent only to peers
+/// that speak it.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The first protocol version with [`Message::Relayed`].
 pub const RELAYED_SINCE: u16 = 2;
 /// The first protocol version with [`Message::WipeOrder`].
 pub const WIPE_ORDERS_SINCE: u16 = 3;
+/// The first protocol version that accepts deflated batches.
+pub const DEFLATED_BATCHES_SINCE: u16 = 4;
 /// The oldest protocol version this build accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Largest frame accepted or sent, in bytes (length prefix excluded).
@@ -229,6 +232,54 @@ const T_REPAIR_OFFER: u8 = 9;
 const T_REPAIR_NEED: u8 = 10;
 const T_RELAYED: u8 = 11;
 const T_WIPE_ORDER: u8 = 12;
+const T_BATCH_DEFLATED: u8 = 13;
+
+/// Deflate level for batches: the fastest (level 1 gives nearly all of
+/// the gain on signed changes: ~0.30 of their size for a 512-change batch
+/// against ~0.29 at level 9).
+const DEFLATE_LEVEL: u32 = 1;
+
+/// A batch, encoded deflated when that is smaller: a message of its own
+/// type (decoded by [`Message::decode`] as a plain [`Message::Batch`]),
+/// for peers of protocol version [`DEFLATED_BATCHES_SINCE`] and later.
+/// Signed changes compress well together (the same signer, actor, case and
+/// field names recur); signatures do not, and stay whole inside.
+pub fn encode_batch_deflated(b: &Batch) -> Vec<u8> {
+    let plain = body(T_BATCH, b);
+    let mut out = vec![T_BATCH_DEFLATED];
+    let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::new(DEFLATE_LEVEL));
+    // Writing into a Vec cannot fail.
+    if std::io::Write::write_all(&mut z, &plain[1..]).is_err() {
+        return plain;
+    }
+    out = match z.finish() {
+        Ok(o) => o,
+        Err(_) => return plain,
+    };
+    if out.len() < plain.len() { out } else { plain }
+}
+
+/// Inflates a deflated batch body, refusing one that inflates beyond
+/// [`MAX_FRAME_LEN`] (a small frame must not become a large allocation).
+fn inflate_batch(bytes: &[u8]) -> Result<Vec<u8>, WireError> {
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(MAX_FRAME_LEN));
+    let limit = MAX_FRAME_LEN as u64 + 1;
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| WireError::Malformed {
+            what: "deflated batch",
+            detail: e.to_string(),
+        })?;
+    if out.len() > MAX_FRAME_LEN {
+        return Err(WireError::Malformed {
+            what: "deflated batch",
+            detail: format!("inflates beyond {MAX_FRAME_LEN} bytes"),
+        });
+    }
+    Ok(out)
+}
 
 #[derive(Serialize, Deserialize)]
 struct CloseBody {
@@ -351,6 +402,11 @@ impl Message {
             T_HELLO => Message::Hello(parse("hello", rest)?),
             T_BATCH => {
                 let b: Batch = parse("batch", rest)?;
+                b.check()?;
+                Message::Batch(b)
+            }
+            T_BATCH_DEFLATED => {
+                let b: Batch = parse("batch", &inflate_batch(rest)?)?;
                 b.check()?;
                 Message::Batch(b)
             }
@@ -518,6 +574,91 @@ mod tests {
                 reason: "bad signature".into(),
             },
         ]
+    }
+
+    fn compressible_batch() -> Batch {
+        let change: Vec<u8> = b"note: vehicle seen at the north gate; ".repeat(8);
+        Batch {
+            certificates: vec![vec![9; 10]],
+            geneses: vec![vec![1; 20]],
+            changes: vec![change; 40],
+            through: 77,
+            releases: vec![],
+        }
+    }
+
+    #[test]
+    fn a_deflated_batch_decodes_as_the_same_batch_and_is_smaller() {
+        let b = compressible_batch();
+        let plain = Message::Batch(b.clone()).encode();
+        let deflated = encode_batch_deflated(&b);
+        assert_eq!(deflated[0], T_BATCH_DEFLATED);
+        assert!(
+            deflated.len() * 4 < plain.len(),
+            "{} vs {}",
+            deflated.len(),
+            plain.len()
+        );
+        assert_eq!(Message::decode(&deflated).unwrap(), Message::Batch(b));
+    }
+
+    #[test]
+    fn a_batch_that_does_not_compress_is_sent_plain() {
+        // Random-looking bytes (a keyed hash stream) do not deflate.
+        let mut noise = Vec::new();
+        let mut x = blake3::hash(b"seed");
+        while noise.len() < 2000 {
+            noise.extend_from_slice(x.as_bytes());
+            x = blake3::hash(x.as_bytes());
+        }
+        let b = Batch {
+            changes: vec![noise],
+            through: 1,
+            ..Batch::default()
+        };
+        let encoded = encode_batch_deflated(&b);
+        assert_eq!(encoded, Message::Batch(b).encode());
+    }
+
+    #[test]
+    fn a_deflated_batch_inflating_beyond_the_frame_limit_is_refused() {
+        // 5 MiB of zeros deflate to a few kilobytes.
+        let mut z =
+            flate2::write::DeflateEncoder::new(vec![T_BATCH_DEFLATED], flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &vec![0u8; 5 << 20]).unwrap();
+        let bomb = z.finish().unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let err = Message::decode(&bomb).unwrap_err();
+        assert!(
+            matches!(&err, WireError::Malformed { what: "deflated batch", detail } if detail.contains("inflates beyond")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_deflated_batch_that_is_not_deflate_is_malformed() {
+        let err = Message::decode(&[T_BATCH_DEFLATED, 0xff, 0xfe, 0x00]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::Malformed {
+                    what: "deflated batch",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_deflated_batch_over_the_batch_limits_is_refused() {
+        let b = Batch {
+            changes: vec![vec![1; 10]; MAX_BATCH_CHANGES + 1],
+            through: 1,
+            ..Batch::default()
+        };
+        let err = Message::decode(&encode_batch_deflated(&b)).unwrap_err();
+        assert!(matches!(err, WireError::BatchTooLarge { .. }), "{err:?}");
     }
 
     #[test]
