@@ -204,8 +204,10 @@ impl Tally {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    // One worker: the agent holds one connection at a time, and the engine
+    // runs on a thread of its own (each worker costs stack and an allocator arena).
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use fieldsync_store::{
-    AeadSeal, NewDevice, RepairOptions, RepairReport, SealError, Store, StoreError, StoreKind,
+    AeadSeal, NewDevice, PlainSeal, RepairOptions, RepairReport, SealError, Store, StoreError,
+    StoreKind, StoreOptions,
 };
 use fieldsync_vault::{
     Credential, DataKey, LockKind, STORE_FILE, Vault, VaultError, VaultState, create_key_file,
@@ -21,6 +22,19 @@ pub(crate) const PASSPHRASE_ENV: &str = "FIELDSYNC_PASSPHRASE";
 pub(crate) struct KeySource {
     /// `--key-file PATH` (or `FIELDSYNC_KEY_FILE`).
     pub(crate) key_file: Option<PathBuf>,
+}
+
+/// Most bytes of the store's page cache (redb's default is 1 GiB). The
+/// cache fills with the pages a sync writes or reads and then stays
+/// resident for as long as `sync --watch` runs: with the default, a device
+/// that received 20,000 changes kept ~18 MiB more than with this bound.
+/// Pages beyond it are read again through the operating system's cache;
+/// neither `case list` nor such a sync measurably slowed.
+const PAGE_CACHE: usize = 4 * 1024 * 1024;
+
+/// How the agent opens its store.
+fn store_options() -> StoreOptions {
+    StoreOptions::default().with_cache_size(PAGE_CACHE)
 }
 
 /// The store file inside a data directory.
@@ -161,7 +175,7 @@ pub(crate) fn open_store(dir: &Path, keys: &KeySource) -> Result<Store> {
         VaultState::Wiped { at, reason } => {
             return Err(VaultError::StoreWiped { at, reason }.into());
         }
-        VaultState::Absent => match Store::open(&path) {
+        VaultState::Absent => match Store::open_with(&path, PlainSeal, store_options()) {
             Ok(store) => {
                 eprintln!(
                     "warning: the store at {} is not encrypted at rest (it was made before encryption at rest); its case files can be read from the disk",
@@ -180,7 +194,11 @@ pub(crate) fn open_store(dir: &Path, keys: &KeySource) -> Result<Store> {
                 return Err(orphan_header(&vault));
             }
             let key = unlock_key(&vault, keys, lock)?;
-            Store::open_sealed(&path, AeadSeal::new(key.as_bytes(), random()?))?
+            Store::open_with(
+                &path,
+                AeadSeal::new(key.as_bytes(), random()?),
+                store_options(),
+            )?
         }
     };
     // A wipe order accepted by a run that stopped before it could destroy

@@ -46,6 +46,10 @@ pub(crate) enum Command {
         /// Connections served at once [default: 4096].
         #[arg(long, env = "FIELDSYNC_MAX_CONNECTIONS", value_name = "N")]
         max_connections: Option<usize>,
+        /// The store's page cache, in MiB: the most of the store file kept
+        /// in memory [default: 16].
+        #[arg(long, env = "FIELDSYNC_CACHE_SIZE_MIB", value_name = "MIB")]
+        cache_size_mib: Option<usize>,
         /// TOML config file [default: DIR/server.toml when it exists].
         #[arg(long, env = "FIELDSYNC_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,

@@ -49,6 +49,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             listen,
             max_connections,
+            cache_size_mib,
             config,
             upstream,
             cert,
@@ -56,6 +57,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             &dir,
             listen.as_deref(),
             max_connections,
+            cache_size_mib,
             config,
             upstream,
             cert,
@@ -74,6 +76,7 @@ fn serve(
     dir: &DataDir,
     listen: Option<&str>,
     max_connections: Option<usize>,
+    cache_size_mib: Option<usize>,
     config: Option<PathBuf>,
     upstream: Option<String>,
     cert: Option<PathBuf>,
@@ -82,10 +85,13 @@ fn serve(
         let default = dir.root().join("server.toml");
         default.is_file().then_some(default)
     });
-    let file = match &config {
+    let mut file = match &config {
         Some(path) => ConfigFile::read(path)?,
         None => ConfigFile::default(),
     };
+    if cache_size_mib.is_some() {
+        file.cache_size_mib = cache_size_mib;
+    }
     let mut opts = ServeOptions::resolve(listen, max_connections, &file)?;
     if upstream.is_some() {
         opts.upstream = upstream;

@@ -873,3 +873,39 @@ fn a_running_server_answers_through_the_control_socket() {
     drop(store);
     server(&data, &["cases"]).ok();
 }
+
+#[test]
+fn serve_takes_its_store_cache_from_the_flag_or_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    std::fs::create_dir(&data).unwrap();
+    let err = server(&data, &["serve", "--cache-size-mib", "0"])
+        .fails()
+        .stderr;
+    assert!(err.contains("cache_size_mib must be at least 1"), "{err}");
+    std::fs::write(data.join("server.toml"), "cache_size_mib = 0\n").unwrap();
+    let err = server(&data, &["serve"]).fails().stderr;
+    assert!(err.contains("cache_size_mib must be at least 1"), "{err}");
+    // The flag wins over the file: the options pass, and serving stops
+    // only at the missing store.
+    let err = server(&data, &["serve", "--cache-size-mib", "4"])
+        .fails()
+        .stderr;
+    assert!(err.contains("fieldsync-server init"), "{err}");
+}
+
+#[test]
+fn serve_help_states_the_default_store_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = server(dir.path(), &["serve", "--help"]).ok().stdout;
+    let default = format!(
+        "[default: {}]",
+        fieldsync_server::serve::DEFAULT_CACHE_SIZE_MIB
+    );
+    // The option's own text: from its name to the next option's.
+    let flag = help
+        .split_once("--cache-size-mib")
+        .and_then(|(_, rest)| rest.split_once("--config"))
+        .map(|(text, _)| text);
+    assert!(flag.is_some_and(|text| text.contains(&default)), "{help}");
+}

@@ -11,15 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fieldsync_identity::{DeviceCertificate, DeviceId, PublicKey, RevocationList, Timestamp};
 use fieldsync_protocol::{
-    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, NodeRole, Session, SessionConfig,
+    Authority, CloseCode, DEFAULT_MAX_IN_FLIGHT, Event, Inbound, NodeRole, Session, SessionConfig,
     SessionError,
 };
 use fieldsync_store::Store;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot};
 
 /// Identifies one connection for as long as the node runs.
 pub type ConnId = u64;
@@ -65,6 +65,17 @@ impl NodeConfig {
 /// Frames held for a group commit, at most, before the engine flushes even
 /// though more input is queued.
 const MAX_HELD: usize = 4096;
+
+/// How long what is stored may wait for its group commit while input keeps
+/// coming: the engine flushes once what is queued is handled, or after
+/// this long, whichever is first (acknowledgements wait for the flush).
+const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(10);
+
+/// How long the other sessions may go untold that the log grew while input
+/// keeps coming: they are told once the engine has handled what is queued,
+/// or after this long, whichever is first (one notice for all the batches
+/// stored meanwhile, not one per batch).
+const GREW_NOTICE_DELAY: Duration = Duration::from_millis(20);
 
 /// What a connection's session does once both sides hold each other's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +152,15 @@ pub(crate) enum Cmd {
         out: mpsc::UnboundedSender<Out>,
         done: oneshot::Sender<ConnOutcome>,
     },
-    /// Bytes read from a connection.
-    Input { id: ConnId, bytes: Vec<u8> },
+    /// Frames read from a connection, decoded and their signatures checked
+    /// (on the connection's task, not on the engine thread), in order, with
+    /// the room they take among the frames waiting for the engine (given
+    /// back once they are handled).
+    Input {
+        id: ConnId,
+        frames: Vec<Inbound>,
+        room: Option<OwnedSemaphorePermit>,
+    },
     /// The connection is gone (read side ended or failed).
     Gone { id: ConnId, reason: Option<String> },
     /// Run a job on the engine thread.
@@ -184,13 +202,17 @@ pub struct Engine {
     /// only themselves, not a share of map nodes sized for them).
     conns: BTreeMap<ConnId, Box<Live>>,
     events: broadcast::Sender<NodeEvent>,
-    /// Something was stored without waiting for the disk since the last flush.
-    unflushed: bool,
+    /// Something was stored without waiting for the disk since the last
+    /// flush: since when.
+    unflushed: Option<Instant>,
     /// Frames that wait for the next flush (they may acknowledge what it makes durable).
     held: Vec<(mpsc::UnboundedSender<Out>, Out)>,
     /// A relay above this node acknowledged more of its log since the
     /// sessions were last told (they carry its receipt down to their peers).
     upstream_advanced: bool,
+    /// Since when sessions have stored changes the other sessions were not
+    /// told of yet.
+    grew_since: Option<Instant>,
 }
 
 impl Engine {
@@ -211,9 +233,10 @@ impl Engine {
             authority,
             conns: BTreeMap::new(),
             events,
-            unflushed: false,
+            unflushed: None,
             held: Vec::new(),
             upstream_advanced: false,
+            grew_since: None,
         }
     }
 
@@ -235,19 +258,34 @@ impl Engine {
     /// Runs the engine until [`Cmd::Shutdown`] or until every sender is gone.
     pub(crate) fn run(mut self, mut inbox: mpsc::Receiver<Cmd>) {
         'outer: while let Some(cmd) = inbox.blocking_recv() {
-            // Everything queued now is handled before one flush (group commit).
+            // Everything queued now is handled before one flush (group commit),
+            // unless that takes longer than the group-commit window.
             let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 if !self.handle(cmd) {
                     break 'outer;
                 }
-                if self.held.len() >= MAX_HELD {
+                if self.held.len() >= MAX_HELD
+                    || self
+                        .unflushed
+                        .is_some_and(|t| t.elapsed() >= GROUP_COMMIT_WINDOW)
+                {
                     self.flush();
+                }
+                if self
+                    .grew_since
+                    .is_some_and(|t| t.elapsed() >= GREW_NOTICE_DELAY)
+                {
+                    self.tell_log_grew();
                 }
                 next = inbox.try_recv().ok();
             }
             // Once per round of input, however many receipts arrived in it.
             self.relay_upstream_receipts();
+            self.flush();
+            // Once per round too, however many batches were stored in it,
+            // after the flush: the notices go out at once.
+            self.tell_log_grew();
             self.flush();
         }
         self.flush();
@@ -271,7 +309,10 @@ impl Engine {
                 out,
                 done,
             } => self.open(id, peer, mode, out, done),
-            Cmd::Input { id, bytes } => self.input(id, &bytes),
+            Cmd::Input { id, frames, room } => {
+                self.input(id, frames);
+                drop(room);
+            }
             Cmd::Gone { id, reason } => self.gone(id, reason),
             Cmd::Run(job) => job(self),
             Cmd::Shutdown => return false,
@@ -282,7 +323,7 @@ impl Engine {
     /// Sends a frame, or holds it until the next flush when something is
     /// stored but not durable yet.
     fn send(&mut self, out: &mpsc::UnboundedSender<Out>, msg: Out) {
-        if self.unflushed {
+        if self.unflushed.is_some() {
             self.held.push((out.clone(), msg));
         } else {
             let _ = out.send(msg);
@@ -293,10 +334,9 @@ impl Engine {
     /// for it. If the disk fails, nothing held is sent: no peer is told its
     /// changes are safe, and every session ends.
     pub fn flush(&mut self) {
-        if !self.unflushed {
+        if self.unflushed.take().is_none() {
             return;
         }
-        self.unflushed = false;
         let held = std::mem::take(&mut self.held);
         match self.store.flush() {
             Ok(()) => {
@@ -370,12 +410,17 @@ impl Engine {
         }
     }
 
-    fn input(&mut self, id: ConnId, bytes: &[u8]) {
+    fn input(&mut self, id: ConnId, frames: Vec<Inbound>) {
         let Some(live) = self.conns.get_mut(&id) else {
-            return; // closed already; late bytes are dropped
+            return; // closed already; late frames are dropped
         };
-        if let Err(e) = live.session.handle_input(&self.store, bytes, now()) {
-            live.error.get_or_insert_with(|| describe(&e));
+        for frame in frames {
+            if let Err(e) = live.session.handle_inbound(&self.store, frame, now()) {
+                live.error.get_or_insert_with(|| describe(&e));
+            }
+            if live.session.is_closed() {
+                break; // what follows the end is dropped
+            }
         }
         self.drain(id);
     }
@@ -417,7 +462,7 @@ impl Engine {
                     Event::Stored { report, .. } => {
                         grew |= report.stored > 0;
                         if self.cfg.group_commit {
-                            self.unflushed = true;
+                            self.unflushed.get_or_insert_with(Instant::now);
                         }
                     }
                     Event::RevocationsUpdated { .. } => revocations = true,
@@ -462,7 +507,9 @@ impl Engine {
             self.wipe_orders_except(Some(id));
         }
         if grew {
-            self.log_grew_except(Some(id));
+            // The other sessions are told later, once for every batch
+            // stored until then (`tell_log_grew`).
+            self.grew_since.get_or_insert_with(Instant::now);
         }
     }
 
@@ -514,16 +561,20 @@ impl Engine {
     /// The local log grew (a local edit, an admin release, a batch from a
     /// peer): every session forwards what its peer lacks.
     pub fn log_grew(&mut self) {
-        self.log_grew_except(None);
+        self.grew_since = None;
+        self.log_grew_to_all();
     }
 
-    fn log_grew_except(&mut self, except: Option<ConnId>) {
-        let ids: Vec<ConnId> = self
-            .conns
-            .keys()
-            .copied()
-            .filter(|id| Some(*id) != except)
-            .collect();
+    /// Sessions stored changes since the others were last told: tell every
+    /// session now (the one that stored them finds nothing new to send).
+    fn tell_log_grew(&mut self) {
+        if self.grew_since.take().is_some() {
+            self.log_grew_to_all();
+        }
+    }
+
+    fn log_grew_to_all(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(live) = self.conns.get_mut(&id)
                 && let Err(e) = live.session.handle_log_grew(&self.store, now())

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fieldsync_identity::DeviceId;
+use fieldsync_identity::{DeviceId, PublicKey};
+use fieldsync_protocol::{FrameDecoder, Inbound};
 use fieldsync_store::Store;
 use fieldsync_transport::{Connection, SessionReader, SessionWriter, TransportError};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Duration, timeout};
 
 use crate::engine::{Cmd, ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEvent, Out};
@@ -17,11 +18,30 @@ use crate::engine::{Cmd, ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEven
 /// (backpressure on peers that send faster than the store commits).
 const INBOX: usize = 256;
 
+/// Frames read and prepared but not yet handled by the engine, at most, in
+/// KiB, over all connections (a prepared batch is held parsed: this bounds
+/// the memory of what waits, however fast peers send).
+const QUEUED_KIB: u32 = 32 * 1024;
+
 /// Events kept for slow subscribers before they start missing some.
 const EVENTS: usize = 1024;
 
-/// Bytes handed to the engine at a time, at most.
+/// Bytes read from a connection at a time, at most.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames at least this long (batches of more than a few changes) are
+/// decoded and their signatures checked on the blocking pool, so a large
+/// batch neither holds up the engine thread nor the runtime's workers;
+/// shorter ones are prepared where they are read.
+const PREPARE_APART: usize = 8 * 1024;
+
+/// Batches prepared at once on the blocking pool, at most: one per core.
+/// Batches from many peers are then checked about in the order they came,
+/// so the engine stores the first while the next are checked (were they
+/// all checked at once, each would take as long as all of them).
+fn prepare_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// How long a peer has to finish its side once our session is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -39,6 +59,13 @@ pub struct Node {
     events: broadcast::Sender<NodeEvent>,
     next_conn: Arc<AtomicU64>,
     device: DeviceId,
+    /// The headquarters key (the batches' author certificates are checked
+    /// against it as they are read).
+    hq: PublicKey,
+    /// Turns to prepare a large frame on the blocking pool.
+    preparing: Arc<Semaphore>,
+    /// Room for frames waiting for the engine, in KiB ([`QUEUED_KIB`]).
+    queued: Arc<Semaphore>,
     /// Turns true once the engine thread has ended and dropped the store.
     stopped: tokio::sync::watch::Receiver<bool>,
 }
@@ -56,6 +83,7 @@ impl Node {
     /// now on: reach it through [`Node::with_engine`].
     pub fn start(store: Store, cfg: NodeConfig) -> Result<Self, std::io::Error> {
         let device = store.device().id();
+        let hq = cfg.hq;
         let (inbox, rx) = mpsc::channel(INBOX);
         let (events, _) = broadcast::channel(EVENTS);
         let engine = Engine::new(Arc::new(store), cfg, events.clone());
@@ -72,6 +100,9 @@ impl Node {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
             device,
+            hq,
+            preparing: Arc::new(Semaphore::new(prepare_slots())),
+            queued: Arc::new(Semaphore::new(QUEUED_KIB as usize)),
             stopped,
         })
     }
@@ -142,7 +173,14 @@ impl Node {
         let sent = Arc::new(AtomicU64::new(0));
         let received = AtomicU64::new(0);
         let writing = tokio::spawn(write_loop(writer, out_rx, Arc::clone(&sent)));
-        let reading = read_loop(reader, id, &self.inbox, &received);
+        let reading = read_loop(
+            reader,
+            id,
+            &self.inbox,
+            &received,
+            self.hq,
+            (&self.preparing, &self.queued),
+        );
         tokio::pin!(reading);
         let mut outcome = None;
         let read_result = tokio::select! {
@@ -169,23 +207,104 @@ impl Node {
     }
 }
 
-/// Reads bytes and hands them to the engine until the peer finishes or the
-/// connection fails, counting them in `received`.
+/// Reads frames and hands them to the engine, decoded and their signatures
+/// checked ([`Inbound`]), until the peer finishes or the connection fails,
+/// counting the bytes in `received`. Each frame takes room in `queued`
+/// until the engine has handled it; a reader that finds no room hands over
+/// what it has prepared, then waits (holding none while it waits).
 async fn read_loop(
     mut reader: SessionReader,
     id: ConnId,
     inbox: &mpsc::Sender<Cmd>,
     received: &AtomicU64,
+    hq: PublicKey,
+    (preparing, queued): (&Semaphore, &Arc<Semaphore>),
 ) -> Result<(), TransportError> {
+    let mut decoder = FrameDecoder::new();
+    let mut broken = false;
+    let mut frames = Vec::new();
+    let mut room: Option<OwnedSemaphorePermit> = None;
     loop {
         // No buffer of our own while idle: the transport hands over what came.
         let Some(bytes) = reader.read_some(READ_CHUNK).await? else {
             return Ok(());
         };
         received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if inbox.send(Cmd::Input { id, bytes }).await.is_err() {
+        if broken {
+            continue; // the session ended at a bad frame; the rest is dropped
+        }
+        decoder.push(&bytes);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    frames.push(Inbound::from(e));
+                    broken = true;
+                    break;
+                }
+            };
+            let kib = u32::try_from(frame.len().div_ceil(1024))
+                .unwrap_or(QUEUED_KIB)
+                .clamp(1, QUEUED_KIB);
+            let permit = match Arc::clone(queued).try_acquire_many_owned(kib) {
+                Ok(p) => p,
+                Err(_) => {
+                    if !hand_over(inbox, id, &mut frames, &mut room).await {
+                        return Ok(()); // the engine stopped
+                    }
+                    match Arc::clone(queued).acquire_many_owned(kib).await {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()), // never closed
+                    }
+                }
+            };
+            match room.as_mut() {
+                Some(r) => r.merge(permit),
+                None => room = Some(permit),
+            }
+            frames.push(prepare(frame, hq, preparing).await);
+        }
+        if !hand_over(inbox, id, &mut frames, &mut room).await {
             return Ok(()); // the engine stopped
         }
+    }
+}
+
+/// Sends the engine the frames prepared so far with the room they take;
+/// false when the engine has stopped.
+async fn hand_over(
+    inbox: &mpsc::Sender<Cmd>,
+    id: ConnId,
+    frames: &mut Vec<Inbound>,
+    room: &mut Option<OwnedSemaphorePermit>,
+) -> bool {
+    if frames.is_empty() {
+        return true;
+    }
+    let cmd = Cmd::Input {
+        id,
+        frames: std::mem::take(frames),
+        room: room.take(),
+    };
+    inbox.send(cmd).await.is_ok()
+}
+
+/// Decodes a frame and checks its signatures; a long one on the blocking
+/// pool, when its turn comes.
+async fn prepare(frame: Vec<u8>, hq: PublicKey, preparing: &Semaphore) -> Inbound {
+    if frame.len() < PREPARE_APART {
+        return Inbound::decode(&frame, &hq);
+    }
+    let Ok(_turn) = preparing.acquire().await else {
+        return Inbound::decode(&frame, &hq); // never closed
+    };
+    let frame = Arc::new(frame);
+    let apart = Arc::clone(&frame);
+    match tokio::task::spawn_blocking(move || Inbound::decode(&apart, &hq)).await {
+        Ok(inbound) => inbound,
+        // The pool is shutting down: do it here.
+        Err(_) => Inbound::decode(&frame, &hq),
     }
 }
 

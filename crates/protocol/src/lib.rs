@@ -28,7 +28,9 @@ pub use release::{
     MAX_RELEASE_REASON, RELEASE_VERSION, Release, ReleaseBody, apply_release, encode_release,
     release_body, verify_release,
 };
-pub use session::{DEFAULT_MAX_IN_FLIGHT, Event, MAX_IGNORED_ORDERS, Session, SessionConfig};
+pub use session::{
+    DEFAULT_MAX_IN_FLIGHT, Event, Inbound, MAX_IGNORED_ORDERS, Session, SessionConfig,
+};
 pub use wire::{
     Ack, Batch, CloseCode, DEFLATED_BATCHES_SINCE, FrameDecoder, Hello, MAX_BATCH_BYTES,
     MAX_BATCH_CHANGES, MAX_FRAME_LEN, MAX_REASON_LEN, MAX_REPAIR_CASES, MIN_PROTOCOL_VERSION,

@@ -15,19 +15,22 @@
 //! acknowledgement is a signed receipt. When a side has sent its whole log it
 //! says `CaughtUp`, and from then on forwards new changes as they are stored.
 
+mod inbound;
 mod orders;
 
+pub use inbound::Inbound;
 pub use orders::MAX_IGNORED_ORDERS;
+
+use inbound::{CheckedBatch, PreparedBatch};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fieldsync_case::{
-    CHANGE_HEADER_LEN, ChangeHash, Genesis, SignedChange, VerifiedChange, VerifiedGenesis,
-    decode_change, envelope_hash, verify_genesis,
+    CHANGE_HEADER_LEN, ChangeHash, Genesis, VerifiedChange, VerifiedGenesis, envelope_hash,
 };
 use fieldsync_identity::{
     CaseId, DeviceCertificate, DeviceId, Encoded, PUBLIC_KEY_LEN, PublicKey, RevocationList, Role,
-    Timestamp, WipeOrder, decode_signed, verify_batch,
+    Timestamp, WipeOrder, decode_signed,
 };
 use fieldsync_store::{
     BundleError, Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
@@ -39,7 +42,7 @@ use crate::receipt::{
     RECEIPT_VERSION, RELAYED_RECEIPT_VERSION, ReceiptBody, ReceiptError, RelayedReceiptBody,
     encode_receipt, encode_relayed_receipt, verify_receipt, verify_relayed_receipt,
 };
-use crate::release::{ReleaseBody, verify_release};
+use crate::release::ReleaseBody;
 use crate::repair;
 use crate::wire::{
     Ack, Batch, CloseCode, DEFLATED_BATCHES_SINCE, FrameDecoder, Hello, MAX_BATCH_BYTES,
@@ -186,6 +189,11 @@ pub struct Session {
     /// to, and whether it carried anything (a batch that only moves the
     /// peer's cursor past what it may not read or sent us needs no receipt).
     in_flight: VecDeque<(u64, bool)>,
+    /// The position the one position-only batch in flight brings the peer
+    /// to, if one is: a log that grows with entries the peer may not read
+    /// moves its cursor by at most one such batch at a time, not one per
+    /// growth (the acknowledgement sends the next, covering all since).
+    position_in_flight: Option<u64>,
     sent_certs: BTreeSet<DeviceId>,
     certs: BTreeMap<DeviceId, DeviceCertificate>,
     sent_caught_up: bool,
@@ -351,6 +359,7 @@ impl Session {
             my_epoch,
             send_next: 0,
             in_flight: VecDeque::new(),
+            position_in_flight: None,
             sent_certs: BTreeSet::new(),
             certs,
             sent_caught_up: false,
@@ -944,11 +953,16 @@ impl Session {
             if batch.entries.is_empty() {
                 let progressed = batch.next > self.send_next;
                 if progressed {
+                    if self.position_in_flight.is_some() {
+                        // Its acknowledgement pumps again, from here.
+                        break;
+                    }
                     // Nothing here the peer may read or lacks: move its cursor past it.
                     self.send_batch(Batch {
                         through: batch.next,
                         ..Batch::default()
                     });
+                    self.position_in_flight = Some(batch.next);
                     self.send_next = batch.next;
                 }
                 if batch.at_end {
@@ -1027,68 +1041,30 @@ impl Session {
     }
 
     fn on_batch(&mut self, store: &Store, b: Batch, now: Timestamp) -> Result<(), SessionError> {
+        let prepared = PreparedBatch::new(b, self.cfg.authority.hq());
+        self.on_prepared_batch(store, prepared, now)
+    }
+
+    /// Stores a batch from the peer (its signatures checked by
+    /// [`PreparedBatch::new`], here or on the driver's other thread) and
+    /// acknowledges it.
+    fn on_prepared_batch(
+        &mut self,
+        store: &Store,
+        b: PreparedBatch,
+        now: Timestamp,
+    ) -> Result<(), SessionError> {
+        let through = b.through();
+        let empty = b.is_empty();
+        let CheckedBatch {
+            carried,
+            geneses,
+            changes: verified,
+            releases: carried_releases,
+        } = self.check_batch(store, b)?;
         let Some(peer) = self.peer.clone() else {
             return Err(SessionError::Protocol("batch before hello".into()));
         };
-        if b.through < peer.last_through {
-            return Err(SessionError::Protocol(format!(
-                "batch goes back in the peer's log ({} after {})",
-                b.through, peer.last_through
-            )));
-        }
-        // Certificates of authors: checked for issuer and signature here;
-        // validity and revocation are judged per change.
-        let mut carried = Vec::new();
-        for bytes in &b.certificates {
-            let cert = DeviceCertificate::from_bytes(bytes, self.cfg.authority.hq())
-                .map_err(|e| SessionError::Forgery(format!("author certificate: {e}")))?;
-            carried.push(cert.device());
-            self.certs.insert(cert.device(), cert);
-        }
-        let mut geneses: BTreeMap<CaseId, VerifiedGenesis> = BTreeMap::new();
-        for bytes in &b.geneses {
-            let signed = decode_signed::<Genesis>(bytes)
-                .map_err(|e| SessionError::Forgery(format!("case genesis: {e}")))?;
-            let g = verify_genesis(signed)
-                .map_err(|e| SessionError::Forgery(format!("case genesis: {e}")))?;
-            geneses.insert(g.payload().value().case, g);
-        }
-        let mut signed: Vec<SignedChange> = Vec::with_capacity(b.changes.len());
-        for (i, env) in b.changes.iter().enumerate() {
-            let c = decode_change(env).map_err(|e| match e {
-                fieldsync_case::ChangeError::TooLarge { .. } => {
-                    SessionError::Limit(format!("change {i} of the batch: {e}"))
-                }
-                e => SessionError::Forgery(format!("change {i} of the batch: {e}")),
-            })?;
-            let case = c.payload().case();
-            if let std::collections::btree_map::Entry::Vacant(slot) = geneses.entry(case) {
-                // A case we already hold travels without its genesis.
-                let bytes = store.case_genesis(&case)?.ok_or_else(|| {
-                    SessionError::Protocol(format!(
-                        "change {i} of the batch is for case {} but its genesis was not sent",
-                        case.short()
-                    ))
-                })?;
-                let g = decode_signed::<Genesis>(&bytes)
-                    .map_err(|e| SessionError::Protocol(format!("stored genesis: {e}")))
-                    .and_then(|s| {
-                        verify_genesis(s)
-                            .map_err(|e| SessionError::Protocol(format!("stored genesis: {e}")))
-                    })?;
-                slot.insert(g);
-            }
-            signed.push(c);
-        }
-        let verified = verify_batch(signed).map_err(|e| {
-            SessionError::Forgery(format!("change {} of the batch: {}", e.index, e.error))
-        })?;
-        let mut carried_releases = CarriedReleases::new();
-        for bytes in &b.releases {
-            let release = verify_release(bytes)?;
-            let body = release.payload().value().clone();
-            carried_releases.insert((body.case, ChangeHash(body.change)), (body, bytes.clone()));
-        }
         let needed: Vec<DeviceId> = verified
             .iter()
             .map(VerifiedChange::device)
@@ -1129,7 +1105,7 @@ impl Session {
                 peer.cert.device(),
                 Cursor {
                     epoch: peer.epoch,
-                    seq: b.through,
+                    seq: through,
                 },
             )),
             peers,
@@ -1138,7 +1114,7 @@ impl Session {
         let (report, refused) =
             ingest_or_quarantine(store, ingest, now, self.cfg.deferred_commits)?;
         if let Some(p) = self.peer.as_mut() {
-            p.last_through = b.through;
+            p.last_through = through;
         }
         // A batch that only moved our cursor in a relay's log holds nothing
         // to vouch for: a relay that speaks version 2 takes its
@@ -1146,20 +1122,13 @@ impl Session {
         // one after each change the office forwards, so this saves the
         // office a signed receipt per change on its uplink). A device always
         // gets one: its receipts say how far its whole log is held.
-        let vouch =
-            !b.is_empty() || peer.cert.role() != Role::Relay || peer.version < RELAYED_SINCE;
+        let vouch = !empty || peer.cert.role() != Role::Relay || peer.version < RELAYED_SINCE;
         let receipt = match self.cfg.role {
-            NodeRole::Relay if vouch => Some(self.receipt(store, &peer, b.through, now)?),
+            NodeRole::Relay if vouch => Some(self.receipt(store, &peer, through, now)?),
             _ => None,
         };
-        self.send(&Message::Ack(Ack {
-            through: b.through,
-            receipt,
-        }));
-        self.events.push_back(Event::Stored {
-            report,
-            through: b.through,
-        });
+        self.send(&Message::Ack(Ack { through, receipt }));
+        self.events.push_back(Event::Stored { report, through });
         if let Some(e) = refused {
             return Err(e);
         }
@@ -1441,6 +1410,9 @@ impl Session {
             if t == a.through {
                 break;
             }
+        }
+        if self.position_in_flight.is_some_and(|p| p <= a.through) {
+            self.position_in_flight = None;
         }
         let has_receipt = a.receipt.is_some();
         match (&a.receipt, peer.cert.role()) {

@@ -80,6 +80,6 @@ pub use orders::{PendingWipe, WipeAcceptance, WipeDelivery};
 pub use peers::{PeerRecord, StoredReceipt};
 pub use repair::{RepairOptions, RepairReport};
 pub use seal::{AeadSeal, PlainSeal, Seal};
-pub use store::{LocalDevice, NewDevice, Store, StoreKind};
+pub use store::{LocalDevice, NewDevice, Store, StoreKind, StoreOptions};
 pub use sync::{CaseHeads, Cursor, LogBatch, LogEntry, READ_LOG_SCAN_LIMIT};
 pub use withdraw::{WithdrawReport, dependent_reason};

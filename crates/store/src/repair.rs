@@ -48,7 +48,7 @@ use crate::ingest::{Ingest, PendingLimits};
 use crate::peers::PeerRecord;
 use crate::rows::{CaseRow, DeviceRecord, PendingRow, decode, encode};
 use crate::seal::{PlainSeal, Seal};
-use crate::store::{NewDevice, Store, StoreKind, write_meta};
+use crate::store::{NewDevice, Store, StoreKind, StoreOptions, write_meta};
 use crate::tables::{AUDIT, CASES, DEVICES, LOG, META, PENDING, QUARANTINE, RELEASES};
 
 /// Opens a store file, checking every page checksum first (see the module
@@ -60,8 +60,8 @@ use crate::tables::{AUDIT, CASES, DEVICES, LOG, META, PENDING, QUARANTINE, RELEA
 /// A file left open by a crash (or held by another process) is not: the
 /// file itself is then opened as usual, and redb's crash recovery checks
 /// every page of the newest commits before it writes anything.
-pub(crate) fn open_checked(path: &Path) -> Result<Database, StoreError> {
-    if let Err(detail) = check_file(path) {
+pub(crate) fn open_checked(path: &Path, options: &StoreOptions) -> Result<Database, StoreError> {
+    if let Err(detail) = check_file(path, options) {
         // Another process may hold it, in the middle of a commit: then it is
         // busy, not damaged. Asking costs no write.
         let held = catch_unwind(|| redb::ReadOnlyDatabase::open(path))
@@ -76,7 +76,7 @@ pub(crate) fn open_checked(path: &Path) -> Result<Database, StoreError> {
             detail,
         });
     }
-    match catch_unwind(|| Database::open(path)) {
+    match catch_unwind(|| options.builder().open(path)) {
         Ok(result) => result.map_err(|e| crate::store::open_error(path, e)),
         Err(panic) => Err(StoreError::Damaged {
             path: path.to_owned(),
@@ -85,14 +85,22 @@ pub(crate) fn open_checked(path: &Path) -> Result<Database, StoreError> {
     }
 }
 
+/// The page cache of the integrity check that precedes every open. The
+/// check reads each page once, so a cache buys it nothing; with redb's
+/// default the check alone would fill up to 1 GiB of memory, freed when it
+/// ends but kept by the allocator for the rest of the process's life.
+const CHECK_CACHE_SIZE: usize = 1024 * 1024;
+
 /// Checks every page checksum of a store file closed cleanly, without
 /// writing to it: what is wrong, if anything (see [`open_checked`]).
-fn check_file(path: &Path) -> Result<(), String> {
+fn check_file(path: &Path, options: &StoreOptions) -> Result<(), String> {
     let backend = ReadOnlyFile::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let options = options.with_cache_size(options.cache_size.min(CHECK_CACHE_SIZE));
     // A file that needs crash recovery is left to the open's recovery: the
     // callback stops this copy's before it starts.
     let opened = catch_unwind(AssertUnwindSafe(|| {
-        Database::builder()
+        options
+            .builder()
             .set_repair_callback(|session| session.abort())
             .create_with_backend(backend)
     }));
@@ -246,7 +254,7 @@ impl Store {
             path: path.to_owned(),
             ..RepairReport::default()
         };
-        match open_checked(path) {
+        match open_checked(path, &StoreOptions::default()) {
             Ok(db) => drop(db),
             Err(StoreError::Damaged { detail, .. }) => report.check = Some(detail),
             Err(e) => return Err(e),

@@ -122,6 +122,62 @@ pub struct NewDevice<'a> {
 /// Most documents the store keeps loaded between operations.
 const DOC_CACHE: usize = 32;
 
+/// How a store file is opened or created: how much memory redb may keep.
+///
+/// redb keeps the pages it reads, and pages written but not yet on disk, in
+/// a page cache of at most [`StoreOptions::cache_size`] bytes. The cache is
+/// a ceiling, not an allocation: it fills as pages are touched and then
+/// stays full, so a long-running process keeps that much resident. With
+/// redb's default (1 GiB) a relay's memory grows with every change it
+/// stores or sends until the cache or the file is full; a small cache keeps
+/// it flat, and pages beyond it are read again from the file (through the
+/// operating system's page cache, which the kernel can reclaim).
+///
+/// The integrity check every open runs reads the whole file through a
+/// cache of its own of at most 1 MiB (and never above this limit): it reads
+/// each page once, so a larger one would only leave memory behind.
+///
+/// ```
+/// use fieldsync_store::StoreOptions;
+///
+/// let relay = StoreOptions::default().with_cache_size(32 * 1024 * 1024);
+/// assert_eq!(relay.cache_size, 32 << 20);
+/// assert_eq!(StoreOptions::default().cache_size, StoreOptions::DEFAULT_CACHE_SIZE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Most bytes redb's page cache holds (read and write pages together).
+    pub cache_size: usize,
+}
+
+impl StoreOptions {
+    /// The page cache when none is set: redb's own default, 1 GiB.
+    pub const DEFAULT_CACHE_SIZE: usize = 1024 * 1024 * 1024;
+
+    /// These options with a page cache of at most `bytes`.
+    #[must_use]
+    pub fn with_cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// A redb builder with these options.
+    pub(crate) fn builder(&self) -> redb::Builder {
+        let mut builder = Database::builder();
+        builder.set_cache_size(self.cache_size);
+        builder
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_size: Self::DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
 /// A case's id and compartment.
 pub(crate) type CaseMeta = (CaseId, std::sync::Arc<str>);
 
@@ -215,12 +271,27 @@ impl Store {
         device: NewDevice<'_>,
         seal: impl Seal + 'static,
     ) -> Result<Self, StoreError> {
+        Self::create_with(path, device, seal, StoreOptions::default())
+    }
+
+    /// Like [`Store::create_sealed`], with `options` (the page cache: see
+    /// [`StoreOptions`]). Only this handle uses them; the next open sets
+    /// its own.
+    pub fn create_with(
+        path: &Path,
+        device: NewDevice<'_>,
+        seal: impl Seal + 'static,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::AlreadyExists {
                 path: path.to_owned(),
             });
         }
-        let db = Database::create(path).map_err(|e| open_error(path, e))?;
+        let db = options
+            .builder()
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
         Self::initialize(db, device, Some(path.to_owned()), Box::new(seal))
     }
 
@@ -267,12 +338,23 @@ impl Store {
     /// [`SealError::WrongKey`](crate::SealError::WrongKey). Nothing is
     /// written before these checks pass.
     pub fn open_sealed(path: &Path, seal: impl Seal + 'static) -> Result<Self, StoreError> {
+        Self::open_with(path, seal, StoreOptions::default())
+    }
+
+    /// Like [`Store::open_sealed`], with `options`: a relay that runs for
+    /// months bounds its memory with a small page cache (see
+    /// [`StoreOptions`]).
+    pub fn open_with(
+        path: &Path,
+        seal: impl Seal + 'static,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         if !path.is_file() {
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        let db = crate::repair::open_checked(path)?;
+        let db = crate::repair::open_checked(path, &options)?;
         Self::from_db(db, Some(path.to_owned()), Box::new(seal))
     }
 
@@ -677,4 +759,102 @@ pub(crate) fn write_meta(
     )
     .map(|_| ())
     .map_err(|e| StoreError::db("write meta")(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fieldsync_case::CaseKind;
+
+    use super::*;
+    use crate::NewCase;
+
+    /// Reads every case row and every stored change of `store`.
+    fn read_everything(store: &Store) -> usize {
+        let cases = store.list_cases().unwrap();
+        cases
+            .iter()
+            .map(|c| store.case_envelopes(&c.id).unwrap().len())
+            .sum()
+    }
+
+    // redb's `cache_metrics` feature (enabled for this crate's tests) counts
+    // the bytes its page cache holds.
+    #[test]
+    fn the_page_cache_size_reaches_redb() {
+        const SMALL: usize = 64 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let small = StoreOptions::default().with_cache_size(SMALL);
+        let changes = {
+            let store = Store::create_with(
+                &path,
+                NewDevice {
+                    seed: [3; 32],
+                    name: "rome-laptop",
+                    epoch: [4; 16],
+                    now,
+                    kind: StoreKind::Device,
+                },
+                PlainSeal,
+                small,
+            )
+            .unwrap();
+            let me = store.device().id();
+            // Text that does not compress (Automerge deflates large changes).
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut text = || {
+                (0..2000)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        format!("{:x}", x >> 60)
+                    })
+                    .collect::<String>()
+            };
+            for i in 0..40u8 {
+                let case = store
+                    .create_case(
+                        &NewCase {
+                            id: CaseId::from_bytes([i; 16]),
+                            kind: CaseKind::CulturalProperty,
+                            office: "rome",
+                            compartment: "antiquities",
+                            title: &format!("case {i}"),
+                        },
+                        now,
+                    )
+                    .unwrap();
+                for _ in 0..3 {
+                    store
+                        .edit_case(&case, now, "note", |d| d.add_note(me, now, &text()))
+                        .unwrap();
+                }
+            }
+            let stats = store.db.cache_stats();
+            assert!(stats.used_bytes() <= SMALL, "{stats:?}");
+            assert!(stats.evictions() > 0, "{stats:?}");
+            read_everything(&store)
+        };
+        assert_eq!(changes, 40 * 4);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size > 8 * SMALL as u64, "{size}");
+
+        // Reopened with the small cache: every page read, the cache stays
+        // within its size.
+        let store = Store::open_with(&path, PlainSeal, small).unwrap();
+        assert_eq!(read_everything(&store), changes);
+        let stats = store.db.cache_stats();
+        assert!(stats.used_bytes() <= SMALL, "{stats:?}");
+        assert!(stats.evictions() > 0, "{stats:?}");
+        drop(store);
+
+        // The default cache keeps what the same reads touched.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(read_everything(&store), changes);
+        let stats = store.db.cache_stats();
+        assert!(stats.used_bytes() > 4 * SMALL, "{stats:?}");
+        assert_eq!(stats.evictions(), 0, "{stats:?}");
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{IdleTimeout, TransportConfig, VarInt, congestion};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
@@ -15,7 +15,7 @@ use crate::danger::{ClientKeyVerifier, ServerKeyVerifier};
 use crate::error::TransportError;
 use crate::identity::Identity;
 use crate::policy::PeerPolicy;
-use crate::settings::TransportSettings;
+use crate::settings::{Congestion, TransportSettings};
 
 /// Bytes buffered for one connection attempt before the accept loop takes it.
 const INCOMING_BUFFER: u64 = 64 * 1024;
@@ -85,6 +85,24 @@ pub(crate) fn transport_config(
         .receive_window(VarInt::from_u32(settings.connection_receive_window))
         .send_window(settings.send_window)
         .datagram_receive_buffer_size(None);
+    let window = settings.initial_window;
+    match settings.congestion {
+        Congestion::Cubic => {
+            let mut c = congestion::CubicConfig::default();
+            c.initial_window(window);
+            config.congestion_controller_factory(Arc::new(c));
+        }
+        Congestion::NewReno => {
+            let mut c = congestion::NewRenoConfig::default();
+            c.initial_window(window);
+            config.congestion_controller_factory(Arc::new(c));
+        }
+        Congestion::Bbr => {
+            let mut c = congestion::BbrConfig::default();
+            c.initial_window(window);
+            config.congestion_controller_factory(Arc::new(c));
+        }
+    }
     Ok(Arc::new(config))
 }
 

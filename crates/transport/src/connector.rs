@@ -80,6 +80,47 @@ impl Connector {
         })
     }
 
+    /// A connector whose QUIC endpoint sends and receives through `socket`,
+    /// a UDP socket the caller built: one that shapes, records or relays
+    /// the datagrams it carries (a link emulator, a test harness), or a
+    /// socket set up by other means. Everything else is as with
+    /// [`Connector::new`]: the same settings, peer policy and handshake,
+    /// and the fallback to TLS over TCP (on an ordinary TCP socket, which
+    /// does not pass through `socket`) when QUIC does not answer within
+    /// [`TransportSettings::quic_connect_timeout`]; check
+    /// [`Connection::kind`] where only QUIC will do. Must be called within
+    /// a Tokio runtime.
+    ///
+    /// A socket is made from a standard one with
+    /// [`socket::tokio_socket`](crate::socket::tokio_socket), and
+    /// implements [`socket::AsyncUdpSocket`](crate::socket::AsyncUdpSocket).
+    pub fn with_socket(
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        identity: &Identity,
+        settings: TransportSettings,
+        policy: PeerPolicy,
+    ) -> Result<Self, TransportError> {
+        let transport = transport_config(&settings)?;
+        let local = socket.local_addr().map_err(TransportError::Io)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| TransportError::Bind {
+            addr: local,
+            source,
+        })?;
+        Ok(Self {
+            endpoint,
+            identity: identity.clone(),
+            settings,
+            transport,
+            policy,
+        })
+    }
+
     /// The local address of the UDP socket.
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
         self.endpoint.local_addr().map_err(TransportError::Io)

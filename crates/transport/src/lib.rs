@@ -39,11 +39,18 @@
 //!
 //! [`TransportSettings::default`] assumes slow, lossy links with 1.5 s round
 //! trips: keep-alives every 5 s, a 60 s idle timeout, a 750 ms initial RTT
-//! estimate, 6 s before falling back to TCP, at most 4 streams per
-//! connection. The server follows clients that change address (QUIC
-//! migration), and a client can move its own socket with
-//! [`Connector::rebind`]. The transport's own QUIC close codes are in
-//! [`close_code`]; over TCP, close codes are not carried.
+//! estimate, an initial congestion window of 32 datagrams (38,400 bytes, so
+//! that a sync of tens of KB over a satellite link does not spend round
+//! trips growing it), 6 s before falling back to TCP, at most 4 streams per
+//! connection. [`TransportSettings::congestion`] picks the congestion
+//! controller ([`Congestion`]; CUBIC by default). The server follows clients
+//! that change address (QUIC migration), and a client can move its own
+//! socket with [`Connector::rebind`]. The transport's own QUIC close codes
+//! are in [`close_code`]; over TCP, close codes are not carried.
+//!
+//! [`Listener::with_socket`] and [`Connector::with_socket`] run QUIC over a
+//! UDP socket of the caller's ([`socket`]): a link emulator, a socket that
+//! counts or records what crosses it, or one set up by other means.
 //!
 //! # Limits
 //!
@@ -120,7 +127,32 @@ pub use identity::Identity;
 pub use limits::ListenerStats;
 pub use listener::Listener;
 pub use policy::{PeerPolicy, PolicyFn};
-pub use settings::{Protocols, TransportSettings};
+pub use settings::{Congestion, Protocols, TransportSettings};
+
+pub mod socket {
+    //! Custom UDP sockets under QUIC ([`crate::Listener::with_socket`],
+    //! [`crate::Connector::with_socket`]): quinn's socket abstraction, re-exported so
+    //! that a caller needs no quinn dependency of its own.
+    //!
+    //! A socket implements [`AsyncUdpSocket`]; a wrapper usually holds an inner
+    //! socket from [`tokio_socket`] and changes what passes through it (delays
+    //! or drops datagrams, counts them, sends them elsewhere).
+
+    use std::sync::Arc;
+
+    use quinn::Runtime as _;
+
+    pub use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
+    pub use quinn::{AsyncUdpSocket, UdpPoller};
+
+    /// Wraps a bound standard UDP socket for quinn on the Tokio runtime (made
+    /// non-blocking here), as [`crate::Listener::bind`] and
+    /// [`crate::Connector::new`] do with their own sockets. Must be called
+    /// within a Tokio runtime.
+    pub fn tokio_socket(socket: std::net::UdpSocket) -> std::io::Result<Arc<dyn AsyncUdpSocket>> {
+        quinn::TokioRuntime.wrap_udp_socket(socket)
+    }
+}
 
 /// The ALPN protocol id every FieldSync connection negotiates.
 pub const ALPN: &[u8] = b"fieldsync/1";

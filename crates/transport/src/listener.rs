@@ -128,7 +128,59 @@ impl Listener {
             (None, None) => Err(io::Error::other("no socket bound")),
         }
         .map_err(|source| TransportError::Bind { addr, source })?;
+        Ok(Self::serve(local, protocols, bound, tls, settings))
+    }
 
+    /// Serves QUIC over `socket`, a UDP socket the caller built: one that
+    /// shapes, records or relays the datagrams it carries (a link
+    /// emulator, a test harness), or a socket set up by other means.
+    /// Everything else is as with [`Listener::bind_with`] with QUIC only:
+    /// the same handshake, peer policy, limits and counters. No TLS over TCP
+    /// is served, and the socket's buffers are the caller's to size
+    /// ([`TransportSettings::udp_receive_buffer`] is not applied;
+    /// [`Listener::udp_receive_buffer`] is `None`). Must be called within
+    /// a Tokio runtime.
+    ///
+    /// A socket is made from a standard one with
+    /// [`socket::tokio_socket`](crate::socket::tokio_socket), and
+    /// implements [`socket::AsyncUdpSocket`](crate::socket::AsyncUdpSocket).
+    pub fn with_socket(
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        identity: &Identity,
+        settings: &TransportSettings,
+        policy: PeerPolicy,
+    ) -> Result<Self, TransportError> {
+        let addr = socket.local_addr().map_err(TransportError::Io)?;
+        let bind_error = |source| TransportError::Bind { addr, source };
+        let tls = server_tls(identity, policy)?;
+        let quic_config = quic_server(tls.clone(), settings)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(quic_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
+        let bound = Bound {
+            endpoint: Some(endpoint),
+            tcp: None,
+            udp_receive_buffer: None,
+        };
+        let protocols = Protocols {
+            quic: true,
+            tcp: false,
+        };
+        Ok(Self::serve(addr, protocols, bound, tls, settings))
+    }
+
+    /// Starts the accept loops on bound sockets.
+    fn serve(
+        local: SocketAddr,
+        protocols: Protocols,
+        bound: Bound,
+        tls: Arc<rustls::ServerConfig>,
+        settings: &TransportSettings,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(settings.accept_queue);
         let shared = Arc::new(Shared {
             pending: Arc::new(Semaphore::new(settings.max_pending_handshakes)),
@@ -157,7 +209,7 @@ impl Listener {
             udp_receive_buffer = ?bound.udp_receive_buffer,
             "listening"
         );
-        Ok(Self {
+        Self {
             local,
             protocols,
             endpoint: bound.endpoint,
@@ -165,7 +217,7 @@ impl Listener {
             tasks,
             shared,
             udp_receive_buffer: bound.udp_receive_buffer,
-        })
+        }
     }
 
     /// The bound address; QUIC and TCP share its port number.
@@ -180,7 +232,8 @@ impl Listener {
 
     /// The UDP socket's receive buffer as the OS granted it, in bytes
     /// (Linux reports twice what it grants for data, for its bookkeeping);
-    /// `None` without QUIC.
+    /// `None` without QUIC, and over a socket given to
+    /// [`Listener::with_socket`].
     pub fn udp_receive_buffer(&self) -> Option<usize> {
         self.udp_receive_buffer
     }

@@ -1,0 +1,220 @@
+//! Many devices pushing to one relay at once over real QUIC on loopback,
+//! with real redb files: their batches are checked on the connection tasks
+//! and stored by the engine; the live sessions are told the log grew once
+//! for many batches, yet a live reader gets every change and a live
+//! device that may read none of them still ends with its cursor at the
+//! relay's head.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fieldsync_case::{CaseKind, Field};
+use fieldsync_identity::{
+    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, HqRoot, Role, SecretKey, Timestamp,
+};
+use fieldsync_node::{Mode, Node, NodeConfig, now};
+use fieldsync_protocol::NodeRole;
+use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
+use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use tempfile::TempDir;
+
+const PUSHERS: u8 = 6;
+const EDITS: usize = 12;
+
+struct Peer {
+    node: Node,
+    identity: Identity,
+}
+
+fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, units: &[&str]) -> Peer {
+    let store = Store::create(
+        &dir.path().join(format!("node-{seed}.redb")),
+        NewDevice {
+            seed: [seed; 32],
+            name: &format!("node-{seed}"),
+            epoch: [seed; 16],
+            now: now(),
+            kind: if role == Role::Relay {
+                StoreKind::Relay
+            } else {
+                StoreKind::Device
+            },
+        },
+    )
+    .unwrap();
+    let units: Vec<Compartment> = units.iter().map(|u| Compartment::new(u).unwrap()).collect();
+    let cert = hq
+        .issue(CertificateBody {
+            version: CERTIFICATE_VERSION,
+            serial: u64::from(seed),
+            issuer: hq.public(),
+            device: store.device().id(),
+            name: format!("node-{seed}"),
+            office: "rome".into(),
+            role,
+            read: units.clone(),
+            write: if role == Role::Relay {
+                Vec::new()
+            } else {
+                units
+            },
+            not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
+            not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
+        })
+        .unwrap();
+    let node_role = if role == Role::Relay {
+        NodeRole::Relay
+    } else {
+        NodeRole::Device
+    };
+    let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
+    let node = Node::start(store, NodeConfig::new(node_role, cert, hq.public())).unwrap();
+    Peer { node, identity }
+}
+
+async fn serve(relay: &Peer) -> SocketAddr {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &relay.identity,
+        &TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )
+    .await
+    .unwrap();
+    let addr = listener.local_addr();
+    let node = relay.node.clone();
+    tokio::spawn(async move {
+        while let Ok(conn) = listener.accept().await {
+            let node = node.clone();
+            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
+        }
+    });
+    addr
+}
+
+fn connector(p: &Peer) -> Connector {
+    Connector::new(
+        &p.identity,
+        TransportSettings::default(),
+        PeerPolicy::accept_any(),
+    )
+    .unwrap()
+}
+
+/// Three cases of `unit` on `p` (ids from `seed`), with `EDITS` edits between them.
+async fn write(p: &Peer, seed: u8, unit: &'static str) {
+    p.node
+        .with_engine(move |e| {
+            let cases: Vec<CaseId> = (0..3u8)
+                .map(|k| {
+                    let mut id = [k; 16];
+                    id[0] = seed;
+                    e.store()
+                        .create_case(
+                            &NewCase {
+                                id: CaseId::from_bytes(id),
+                                kind: CaseKind::CriminalInvestigation,
+                                office: "rome",
+                                compartment: unit,
+                                title: "Shipment",
+                            },
+                            now(),
+                        )
+                        .unwrap()
+                })
+                .collect();
+            for i in 0..EDITS {
+                e.store()
+                    .edit_case(&cases[i % 3], now(), "note", |d| {
+                        d.set_field(Field::Title, &format!("Shipment {i}"))
+                    })
+                    .unwrap();
+            }
+        })
+        .await
+        .unwrap();
+}
+
+async fn log_head(p: &Peer) -> u64 {
+    p.node
+        .with_engine(|e| e.store().log_head().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_reach_live_readers_and_move_everyone_s_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = HqRoot::from_secret(SecretKey::from_seed(&[202; 32]));
+    let relay = peer(&dir, &hq, 1, Role::Relay, &["general", "other"]);
+    let reader = peer(&dir, &hq, 2, Role::Field, &["general"]);
+    let bystander = peer(&dir, &hq, 3, Role::Field, &["other"]);
+    let addr = serve(&relay).await;
+    let live: Vec<_> = [&reader, &bystander]
+        .into_iter()
+        .map(|p| {
+            let c = connector(p);
+            let node = p.node.clone();
+            tokio::spawn(async move {
+                let conn = c.connect(addr).await.unwrap();
+                node.run_connection(conn, Mode::Live).await
+            })
+        })
+        .collect();
+
+    let mut pushers = Vec::new();
+    for seed in 10..10 + PUSHERS {
+        let p = peer(&dir, &hq, seed, Role::Field, &["general"]);
+        write(&p, seed, "general").await;
+        pushers.push(p);
+    }
+    let pushes: Vec<_> = pushers
+        .iter()
+        .map(|p| {
+            let c = connector(p);
+            let node = p.node.clone();
+            tokio::spawn(async move {
+                let conn = c.connect(addr).await.unwrap();
+                node.run_connection(conn, Mode::UntilSynced).await
+            })
+        })
+        .collect();
+    for push in pushes {
+        let out = tokio::time::timeout(Duration::from_secs(60), push)
+            .await
+            .expect("a push finished in time")
+            .unwrap();
+        assert!(out.synced, "{out:?}");
+    }
+    let total = u64::from(PUSHERS) * (3 + EDITS as u64);
+    assert_eq!(log_head(&relay).await, total);
+
+    // Every change reaches the live reader; the bystander, which may read
+    // none of them, holds the relay's log through its head all the same.
+    let relay_id = relay.node.device();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let cursor = bystander
+                .node
+                .with_engine(move |e| e.store().peer_cursor(&relay_id).unwrap())
+                .await
+                .unwrap();
+            if log_head(&reader).await == total && cursor.is_some_and(|c| c.seq == total) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the live sessions caught up with every push");
+    assert_eq!(log_head(&bystander).await, 0);
+
+    for p in pushers.iter().chain([&reader, &bystander, &relay]) {
+        p.node.shutdown().await;
+    }
+    for l in live {
+        let out = l.await.unwrap();
+        assert!(out.synced, "{out:?}");
+    }
+}
