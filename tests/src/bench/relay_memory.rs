@@ -17,10 +17,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use fieldsync_case::{CaseKind, Field};
 use fieldsync_identity::{HqRoot, Role};
-use fieldsync_node::{Mode, now};
-use fieldsync_store::{NewCase, Store};
+use fieldsync_node::Mode;
+use fieldsync_store::Store;
 
 use crate::{Server, Serving};
 
@@ -401,35 +400,11 @@ fn author(cases: usize, pushers: usize) -> Result<Vec<Store>> {
 /// Device `n`'s store with cases `first..first + count`.
 fn author_one(n: u64, first: usize, count: usize) -> Result<Store> {
     let store = world::device_store(n)?;
-    let me = store.device().id();
-    for i in first..first + count {
-        let id = store.create_case(
-            &NewCase {
-                id: world::case_id(i),
-                kind: CaseKind::CriminalInvestigation,
-                office: "rome",
-                compartment: &compartment(n as usize),
-                title: &format!("case {i}"),
-            },
-            now(),
-        )?;
-        store.edit_case(&id, now(), "triage", |doc| {
-            doc.set_field(Field::Status, "active")?;
-            doc.set_field(Field::Priority, "high")?;
-            doc.set_field(
-                Field::Summary,
-                "Container flagged at the port; manifest under review.",
-            )
-        })?;
-        for k in 0..NOTES {
-            store.edit_case(&id, now(), "note", |doc| {
-                doc.add_note(
-                    me,
-                    now(),
-                    &format!("observation {k}: vehicle seen at the north gate"),
-                )
-            })?;
-        }
-    }
+    world::make_cases_in(
+        &store,
+        &compartment(n as usize),
+        first..first + count,
+        NOTES,
+    )?;
     Ok(store)
 }

@@ -112,15 +112,26 @@ pub fn case_id(i: usize) -> CaseId {
 /// Creates `d` cases in `store`, each with a triage edit and `history`
 /// notes (so `2 + history` signed changes a case, counting the creation).
 pub fn make_cases(store: &Store, d: usize, history: usize) -> Result<Vec<CaseId>> {
+    make_cases_in(store, COMPARTMENT, 0..d, history)
+}
+
+/// Creates cases `range` (ids from [`case_id`]) in `store`, in
+/// `compartment`, each with a triage edit and `history` notes.
+pub fn make_cases_in(
+    store: &Store,
+    compartment: &str,
+    range: std::ops::Range<usize>,
+    history: usize,
+) -> Result<Vec<CaseId>> {
     let me = store.device().id();
-    let mut cases = Vec::with_capacity(d);
-    for i in 0..d {
+    let mut cases = Vec::with_capacity(range.len());
+    for i in range {
         let id = store.create_case(
             &NewCase {
                 id: case_id(i),
                 kind: CaseKind::CriminalInvestigation,
                 office: "rome",
-                compartment: COMPARTMENT,
+                compartment,
                 title: &format!("case {i}"),
             },
             now(),
