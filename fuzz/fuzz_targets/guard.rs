@@ -3,7 +3,8 @@
 //! Input: `[mode][bytes]`. Mode 0: the bytes are a snapshot for
 //! `CaseDoc::load`. Modes 1 and 2: the bytes are parts (see
 //! `split_parts`), each an Automerge change chunk whose checksum is fixed
-//! and which `parse_change` must accept, applied in one call to an empty
+//! and which `parse_change` must accept (Automerge's decoding of an
+//! accepted change must hold no mark operation, which it refuses), applied in one call to an empty
 //! document (1) or to the sample case (2), once with `apply` and once with
 //! `apply_atomic`.
 //!
@@ -14,7 +15,7 @@
 //! read it, saved and loaded again.
 #![no_main]
 
-use fieldsync_case::{CaseDoc, CaseError, parse_change};
+use fieldsync_case::{CaseDoc, CaseError, guarded, parse_change};
 use fieldsync_fuzz::{at, check, device_key, fix_checksum, sample, sample_genesis, split_parts};
 use fieldsync_identity::{ActorBinding, DeviceId};
 use libfuzzer_sys::fuzz_target;
@@ -60,7 +61,9 @@ fn apply(parts: &[u8], on_sample: bool) {
         .filter_map(|p| {
             let mut chunk = p.to_vec();
             fix_checksum(&mut chunk);
-            parse_change(&chunk).ok()
+            let change = parse_change(&chunk).ok()?;
+            assert_no_marks(&change);
+            Some(change)
         })
         .collect();
     if changes.is_empty() {
@@ -116,6 +119,21 @@ fn apply(parts: &[u8], on_sample: bool) {
         Err(e) => {
             assert!(!doc.is_poisoned(), "an error poisoned the document: {e}");
         }
+    }
+}
+
+/// `parse_change` refuses every change with a mark operation (reading the
+/// action column itself, see `crates/case/src/actions.rs`): Automerge's own
+/// decoding of a change it let through must agree.
+fn assert_no_marks(change: &automerge::Change) {
+    if let Ok(expanded) = guarded("decoding a change", || change.decode()) {
+        assert!(
+            !expanded.operations.iter().any(|op| matches!(
+                op.action,
+                automerge::legacy::OpType::MarkBegin(..) | automerge::legacy::OpType::MarkEnd(..)
+            )),
+            "parse_change let a mark operation through"
+        );
     }
 }
 

@@ -16,6 +16,7 @@ use fieldsync_identity::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::actions::check_actions;
 use crate::error::ChangeError;
 use crate::guard::guarded;
 
@@ -300,7 +301,8 @@ pub fn envelope_hash(envelope: &[u8]) -> Option<ChangeHash> {
     Some(ChangeHash(sha2::Sha256::digest(hashed).into()))
 }
 
-/// Parses one uncompressed Automerge change chunk, behind the guard.
+/// Parses one uncompressed Automerge change chunk, behind the guard, and
+/// refuses operations no case document is made of (see [`CaseDoc::apply`](crate::CaseDoc::apply)).
 pub fn parse_change(body: &[u8]) -> Result<automerge::Change, ChangeError> {
     if body.len() > MAX_CHANGE_LEN {
         return Err(ChangeError::TooLarge {
@@ -337,6 +339,7 @@ pub fn parse_change(body: &[u8]) -> Result<automerge::Change, ChangeError> {
             detail: "change bytes are not in canonical form".into(),
         });
     }
+    check_actions(body)?;
     Ok(change)
 }
 

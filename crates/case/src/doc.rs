@@ -7,6 +7,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, LoadOptions, ReadDoc, TextEncoding, VerificationMode};
 use fieldsync_identity::{ActorBinding, Timestamp};
 
+use crate::actions::check_actions;
 use crate::change::{ChangeHash, MAX_CHANGE_LEN};
 use crate::error::{CaseError, am};
 use crate::guard::guarded;
@@ -128,8 +129,14 @@ impl CaseDoc {
     /// dependencies are missing wait inside the document until they arrive
     /// (see [`CaseDoc::missing_deps`]). If Automerge panics the document is
     /// poisoned.
+    ///
+    /// A change holding operations no case document is made of (rich-text
+    /// marks: Automerge 0.12 can abort the process on a malformed one, which
+    /// no guard catches) is refused before Automerge sees any of the changes:
+    /// [`CaseError::Refused`], the document unchanged.
     pub fn apply(&mut self, changes: Vec<automerge::Change>) -> Result<(), CaseError> {
         self.with_idle("applying changes", |doc| {
+            admit(&changes)?;
             doc.apply_changes(changes).map_err(am("applying changes"))
         })
     }
@@ -142,6 +149,7 @@ impl CaseDoc {
     /// batch that made [`CaseDoc::apply`] panic, or wherever reloading is dear.
     pub fn apply_atomic(&mut self, changes: Vec<automerge::Change>) -> Result<(), CaseError> {
         let next = self.with_idle("applying changes", |doc| {
+            admit(&changes)?;
             let actor = doc.get_actor().clone();
             let mut copy = doc.fork().with_actor(actor);
             Ok(guarded("applying changes", move || {
@@ -254,4 +262,15 @@ fn sorted_hashes(hashes: Vec<automerge::ChangeHash>) -> Vec<ChangeHash> {
     let mut out: Vec<ChangeHash> = hashes.into_iter().map(ChangeHash::from).collect();
     out.sort_unstable();
     out
+}
+
+/// Refuses the first change whose operations no case document is made of.
+fn admit(changes: &[automerge::Change]) -> Result<(), CaseError> {
+    for c in changes {
+        check_actions(c.raw_bytes()).map_err(|source| CaseError::Refused {
+            hash: c.hash().into(),
+            source,
+        })?;
+    }
+    Ok(())
 }

@@ -3,6 +3,8 @@
 use fieldsync_identity::{DecodeError, KeyError, VerifyError};
 use thiserror::Error;
 
+use crate::change::ChangeHash;
+
 /// Automerge panicked while working on bytes from outside; see [`guarded`](crate::guarded).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -57,6 +59,13 @@ pub enum ChangeError {
     Malformed {
         /// Automerge's message.
         detail: String,
+    },
+    /// The change holds operations no case document is made of (rich-text
+    /// marks, unknown actions); Automerge never sees it.
+    #[error("the change holds {what}, which no case document is made of")]
+    UnsupportedOperation {
+        /// What the change holds.
+        what: &'static str,
     },
     /// Automerge panicked while parsing the change; the panic was caught.
     #[error("automerge panicked while parsing a change: {message}")]
@@ -148,6 +157,16 @@ pub enum CaseError {
     /// except for a failed `load`, which leaves nothing behind).
     #[error(transparent)]
     Panicked(#[from] GuardError),
+    /// [`CaseDoc::apply`](crate::CaseDoc::apply) refused a change before
+    /// Automerge saw it; the document is as it was.
+    #[error("change {} refused: {source}", hash.short())]
+    Refused {
+        /// The change's hash.
+        hash: ChangeHash,
+        /// Why it was refused.
+        #[source]
+        source: ChangeError,
+    },
     /// Automerge returned an error.
     #[error("automerge failed while {op}: {source}")]
     Automerge {

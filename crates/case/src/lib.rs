@@ -54,6 +54,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod actions;
 mod change;
 mod doc;
 mod edit;

@@ -464,6 +464,57 @@ fn bytes_that_are_not_an_automerge_change() {
     }
 }
 
+/// An enrolled device signs a change that marks text (rich-text marks, which
+/// no case document is made of, and where malformed Automerge changes can
+/// abort the process): refused when the batch is decoded, before anything
+/// reaches Automerge or the store.
+#[test]
+fn a_change_holding_rich_text_marks() {
+    use automerge::marks::{ExpandMark, Mark};
+    use automerge::transaction::Transactable;
+    let (_w, hq, a) = World::pair();
+    let case = new_case(&a, 1, "general", "Marked");
+    sync(&a, &hq, t(2));
+    let before = state(&hq, &[&a]);
+    let first = changes_of(&a, &case).remove(0);
+    let mut doc = automerge::AutoCommit::new()
+        .with_actor(automerge::ActorId::from(a.id().actor(0).to_bytes()));
+    doc.apply_changes(vec![first.clone()]).unwrap();
+    let text = doc
+        .put_object(automerge::ROOT, "scratch", automerge::ObjType::Text)
+        .unwrap();
+    doc.splice_text(&text, 0, 0, "urgent").unwrap();
+    doc.mark(
+        &text,
+        Mark::new("bold".into(), true, 0, 6),
+        ExpandMark::After,
+    )
+    .unwrap();
+    doc.commit();
+    let marked = doc.get_changes(&[first.hash()]).remove(0);
+    let envelope = encode_change(
+        sign(payload_for_local(case, 9, marked), &a.key)
+            .unwrap()
+            .as_signed(),
+    );
+    let (err, code) = send_tampered(
+        &a,
+        &hq,
+        t(3),
+        |_| {},
+        |b| {
+            b.changes = vec![envelope];
+            b.through = a.store.log_head().unwrap();
+        },
+    );
+    assert!(
+        matches!(&err, SessionError::Forgery(m) if m.contains("rich-text marks")),
+        "{err}"
+    );
+    assert_eq!(code, CloseCode::Forgery);
+    assert_eq!(state(&hq, &[&a]), before);
+}
+
 // ---- 5. a change over the size limit ----
 
 /// A change larger than `MAX_CHANGE_LEN` (but within a batch) is refused as
