@@ -106,6 +106,11 @@ fn entry(doc: &AutoCommit, change: &automerge::Change, cache: &mut PathCache) ->
     }
 }
 
+/// The deepest object a history line places (a case document's deepest is
+/// 4: `subjects` → subject → `identifiers` → identifier); an object deeper
+/// than this, or inside a cycle, is described as of unknown place.
+const MAX_DEPTH: usize = 16;
+
 /// Where an object sits: its path from the root and its type.
 #[derive(Clone)]
 struct Loc {
@@ -125,16 +130,22 @@ impl PathCache {
                 // The actor index is only a hint; Automerge looks the actor up.
                 let id = ObjId::Id(counter, actor.clone(), 0);
                 let typ = doc.object_type(&id).ok()?;
-                let path = doc
+                // Walk up at most `MAX_DEPTH` parents: forged operations can
+                // make an object its own ancestor, and Automerge's walk to the
+                // root would then never end. No case document is that deep.
+                let mut path: Vec<String> = doc
                     .parents(&id)
                     .ok()?
-                    .path()
-                    .into_iter()
-                    .map(|(_, prop)| match prop {
+                    .take(MAX_DEPTH + 1)
+                    .map(|parent| match parent.prop {
                         Prop::Map(k) => k,
                         Prop::Seq(i) => i.to_string(),
                     })
                     .collect();
+                if path.len() > MAX_DEPTH {
+                    return None;
+                }
+                path.reverse();
                 Some(Loc { path, typ })
             })
             .clone()

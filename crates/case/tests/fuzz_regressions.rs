@@ -130,3 +130,39 @@ fn marks_made_by_automerge_are_refused_everywhere() {
     doc.apply(vec![plain.clone()]).unwrap();
     assert_eq!(doc.heads().unwrap(), vec![plain.hash().into()]);
 }
+
+/// `guard`, mode 1: a change whose list object is created inside itself
+/// (operation 15 makes a list in object 15). Automerge applies it; walking
+/// up from that object to the root never ended, so `history` (describing
+/// where each operation sits) hung. Now the walk stops after a depth no case
+/// document reaches, and the line says the object cannot be placed.
+#[test]
+fn guard_object_inside_itself_does_not_hang_history() {
+    let input = include_bytes!("data/guard-parent-cycle-hang.bin");
+    assert_eq!(input[0] % 3, 1, "mode 1: applied to an empty document");
+    let changes: Vec<Change> = split_parts(&input[1..])
+        .into_iter()
+        .filter(|p| p.len() > 8)
+        .map(fixed)
+        .filter_map(|c| parse_change(&c).ok())
+        .collect();
+    assert_eq!(changes.len(), 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut doc = CaseDoc::new(Device::new(3).actor());
+        doc.apply(changes).unwrap();
+        let _ = tx.send(doc.history());
+    });
+    let history = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("history did not finish within 60 s")
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    let lines = &history[0].description;
+    assert!(lines.contains(&"created subjects".to_owned()), "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("changed an object this document cannot place"),
+        "{lines:?}"
+    );
+}
