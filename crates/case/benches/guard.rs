@@ -10,7 +10,10 @@
 //!    (what a device does with a sync batch);
 //! 3. the same 100 changes one call each (live updates).
 //!
-//! Criterion reports each; then a paired run (the two ways alternating,
+//! Criterion reports each; then a paired run of `parse_change` (checksum,
+//! canonical form, the action scan that refuses marks) against a bare
+//! `Change::from_bytes`, for the cost of the checks every change from
+//! outside passes; then a paired run (the two ways alternating,
 //! medians of each) prints the ratio guarded / unguarded, the figure to
 //! hold under 1.10.
 //!
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use automerge::{ActorId, AutoCommit, Change, LoadOptions, TextEncoding, VerificationMode};
 use criterion::{BatchSize, Criterion, Throughput};
-use fieldsync_case::{CaseDoc, ItemId, SubjectInput};
+use fieldsync_case::{CaseDoc, ItemId, SubjectInput, parse_change};
 use fieldsync_identity::{ActorBinding, DeviceId, SecretKey, Timestamp};
 
 /// Batch applied onto the existing case in shapes 2 and 3.
@@ -180,6 +183,31 @@ impl Shape<'_> {
     }
 }
 
+/// `parse_change` (the path of every change from outside) against a bare
+/// `Change::from_bytes` of the same bytes, alternating; their median times.
+fn paired_parse(changes: &[Change], reps: usize) -> (Duration, Duration) {
+    let bytes: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    let mut checked = Vec::with_capacity(reps);
+    let mut bare = Vec::with_capacity(reps);
+    for r in 0..reps {
+        for first in [r % 2 == 0, r % 2 != 0] {
+            let start = Instant::now();
+            if first {
+                for b in &bytes {
+                    std::hint::black_box(parse_change(b).unwrap());
+                }
+                checked.push(start.elapsed());
+            } else {
+                for b in &bytes {
+                    std::hint::black_box(Change::from_bytes(b.clone()).unwrap());
+                }
+                bare.push(start.elapsed());
+            }
+        }
+    }
+    (median(checked), median(bare))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
@@ -245,6 +273,13 @@ fn main() {
     c.final_summary();
 
     let reps = if quick() { 7 } else { 31 };
+    let (checked, bare) = paired_parse(history, reps);
+    println!(
+        "parsing {n} changes ({reps} each way, alternating; medians): parse_change {:.3} ms (checksum, canonical form, action scan), bare Change::from_bytes {:.3} ms: ratio {:.3}",
+        checked.as_secs_f64() * 1e3,
+        bare.as_secs_f64() * 1e3,
+        checked.as_secs_f64() / bare.as_secs_f64()
+    );
     println!("paired runs ({reps} each way, alternating; medians):");
     for s in &shapes {
         let (guarded, bare) = s.paired(reps);
