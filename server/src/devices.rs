@@ -1,6 +1,7 @@
 //! The devices a relay knows: those headquarters enrolled (kept in store
-//! settings, so that a device that never connected is listed too) and the
-//! peers the store met or heard of through a carrier.
+//! settings, so that a device that never connected is listed too), the
+//! peers the store met or heard of through a carrier, and the devices found
+//! signing two different changes as one (equivocation).
 
 use std::collections::BTreeMap;
 
@@ -113,6 +114,15 @@ pub fn known(ctx: &AdminContext<'_>) -> Result<Vec<KnownDevice>, AdminError> {
         }
         entry.peer = Some(rec);
     }
+    // A device known only by the conflicting changes it signed is listed too.
+    for e in ctx.store().equivocations()? {
+        out.entry(e.device).or_insert_with(|| KnownDevice {
+            device: e.device,
+            certificate: None,
+            enrolled: false,
+            peer: None,
+        });
+    }
     Ok(out.into_values().collect())
 }
 
@@ -184,6 +194,21 @@ struct DeviceRow {
     offline_lease_days: Option<u16>,
     /// The wipe order this relay holds for the device, if any.
     wipe: Option<WipeRow>,
+    /// Each time the device signed different changes as the same change of
+    /// a case: all of them are held in the quarantine.
+    equivocations: Vec<EquivocationRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct EquivocationRow {
+    case: String,
+    incarnation: u32,
+    seq: u64,
+    /// The conflicting changes, by hash.
+    changes: Vec<String>,
+    /// Changes (of any device) held because they build on one of them.
+    dependents: usize,
+    since: Timestamp,
 }
 
 #[derive(Debug, Serialize)]
@@ -250,6 +275,20 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
     let revocations = ctx.revocations()?;
     let known = known(ctx)?;
     let now = crate::now();
+    let mut equivocations: BTreeMap<DeviceId, Vec<EquivocationRow>> = BTreeMap::new();
+    for e in store.equivocations()? {
+        equivocations
+            .entry(e.device)
+            .or_default()
+            .push(EquivocationRow {
+                case: e.case.to_string(),
+                incarnation: e.incarnation,
+                seq: e.seq,
+                changes: e.changes.iter().map(ToString::to_string).collect(),
+                dependents: e.dependents,
+                since: e.since,
+            });
+    }
     let mut rows = Vec::with_capacity(known.len());
     for k in &known {
         let cert = k.certificate.as_ref();
@@ -288,6 +327,7 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
                 .map(|d| d.to_string()),
             offline_lease_days: cert.and_then(DeviceCertificate::offline_lease_days),
             wipe: wipe_row(ctx, &k.device, now)?,
+            equivocations: equivocations.remove(&k.device).unwrap_or_default(),
         });
     }
     if format == Format::Json {
@@ -301,7 +341,41 @@ pub(crate) fn view(ctx: &AdminContext<'_>, format: Format) -> Result<String, Adm
                 .to_owned(),
         );
     }
-    Ok(table(&rows, &names(ctx)?))
+    let names = names(ctx)?;
+    let mut out = table(&rows, &names);
+    out.push_str(&equivocation_notes(&rows, &names));
+    Ok(out)
+}
+
+/// Lines under the table, one per equivocation, saying what it means and
+/// what to do.
+fn equivocation_notes(rows: &[DeviceRow], names: &DeviceNames) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let label = r
+            .device
+            .parse::<DeviceId>()
+            .map_or_else(|_| r.short.clone(), |d| names.label(&d));
+        for e in &r.equivocations {
+            let case = e.case.get(..8).unwrap_or(&e.case);
+            out.push_str(&format!(
+                "\n{label} signed {} different changes as its change {} to case {case} (first seen {}); \
+                 all of them and {} change(s) built on them are held in the quarantine",
+                e.changes.len(),
+                e.seq,
+                e.since,
+                e.dependents,
+            ));
+        }
+    }
+    if !out.is_empty() {
+        out.push_str(
+            "\n\nAn honest device never does this: its key is probably in other hands. \
+             Revoke it (`fieldsync-server revoke DEVICE --reason TEXT`), then release \
+             the story that stands (`fieldsync-server quarantine release ID`).\n",
+        );
+    }
+    out
 }
 
 /// The STATE cell: active or revoked, and any wipe order with its delivery.
@@ -310,6 +384,9 @@ fn state(r: &DeviceRow) -> String {
         .revoked
         .as_ref()
         .map_or_else(|| "active".to_owned(), |v| format!("revoked {}", v.at));
+    if !r.equivocations.is_empty() {
+        out.push_str(&format!("; EQUIVOCATED ×{}", r.equivocations.len()));
+    }
     if let Some(w) = &r.wipe {
         out.push_str(&match (&w.delivered, w.expired) {
             (Some(d), _) => format!("; wipe ordered, delivered {}", d.first_at),
