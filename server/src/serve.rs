@@ -6,13 +6,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fieldsync_identity::Role;
 use fieldsync_node::{Mode, Node, NodeConfig};
 use fieldsync_protocol::NodeRole;
 use fieldsync_store::{PlainSeal, Store, StoreError, StoreOptions};
 use fieldsync_transport::{
-    Identity, Listener, ListenerStats, PeerPolicy, TransportError, TransportSettings, close_code,
+    Congestion, Identity, Listener, ListenerStats, PeerPolicy, TransportError, TransportSettings,
+    close_code,
 };
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -66,6 +68,53 @@ pub struct ServeOptions {
     /// A relay certificate from headquarters to install first (an office
     /// relay's enrollment).
     pub cert: Option<PathBuf>,
+    /// The QUIC link, for relays behind slow or long links (HF radio,
+    /// satellite): served connections and the upstream one alike.
+    pub link: LinkOptions,
+}
+
+/// The QUIC link settings a relay may tune (see [`TransportSettings`]):
+/// an HF radio link needs a handshake timeout near a minute, a satellite
+/// link an initial round-trip estimate near its real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOptions {
+    /// [`TransportSettings::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// [`TransportSettings::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// [`TransportSettings::initial_rtt`].
+    pub initial_rtt: Duration,
+    /// [`TransportSettings::congestion`].
+    pub congestion: Congestion,
+    /// [`TransportSettings::initial_window`], in bytes.
+    pub initial_window: u64,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        let t = TransportSettings::default();
+        Self {
+            handshake_timeout: t.handshake_timeout,
+            idle_timeout: t.idle_timeout,
+            initial_rtt: t.initial_rtt,
+            congestion: t.congestion,
+            initial_window: t.initial_window,
+        }
+    }
+}
+
+impl LinkOptions {
+    /// `settings` with these link options.
+    fn apply(&self, settings: TransportSettings) -> TransportSettings {
+        TransportSettings {
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            initial_rtt: self.initial_rtt,
+            congestion: self.congestion,
+            initial_window: self.initial_window,
+            ..settings
+        }
+    }
 }
 
 /// The TOML config file (`--config FILE`, or `DIR/server.toml` when it
@@ -78,6 +127,13 @@ pub struct ServeOptions {
 /// udp_receive_buffer = 8388608       # bytes; 0 keeps the OS default
 /// cache_size_mib = 16                # the store's page cache
 /// upstream = "hq.example.org:4433"   # office relays only
+/// # The QUIC link (defaults shown; an HF radio relay wants
+/// # handshake_timeout_secs = 60 and initial_rtt_ms near its round trip):
+/// handshake_timeout_secs = 20
+/// idle_timeout_secs = 60             # more than 10 (keep-alives go every 5 s)
+/// initial_rtt_ms = 750
+/// congestion = "cubic"               # or "newreno", "bbr"
+/// initial_window = 38400             # bytes sent before the first acknowledgement
 /// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +150,53 @@ pub struct ConfigFile {
     pub cache_size_mib: Option<usize>,
     /// See [`ServeOptions::upstream`].
     pub upstream: Option<String>,
+    /// [`LinkOptions::handshake_timeout`], in seconds.
+    pub handshake_timeout_secs: Option<u64>,
+    /// [`LinkOptions::idle_timeout`], in seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// [`LinkOptions::initial_rtt`], in milliseconds.
+    pub initial_rtt_ms: Option<u64>,
+    /// [`LinkOptions::congestion`]: `cubic`, `newreno` or `bbr`.
+    pub congestion: Option<String>,
+    /// [`LinkOptions::initial_window`], in bytes.
+    pub initial_window: Option<u64>,
+}
+
+impl ConfigFile {
+    /// The link options this file sets over the defaults, checked.
+    fn link(&self) -> Result<LinkOptions, ServeError> {
+        let d = LinkOptions::default();
+        let congestion = match self.congestion.as_deref().map(str::to_ascii_lowercase) {
+            None => d.congestion,
+            Some(c) => match c.as_str() {
+                "cubic" => Congestion::Cubic,
+                "newreno" => Congestion::NewReno,
+                "bbr" => Congestion::Bbr,
+                _ => {
+                    return Err(ServeError::Option(format!(
+                        "congestion '{c}' is not one of: cubic, newreno, bbr"
+                    )));
+                }
+            },
+        };
+        let link = LinkOptions {
+            handshake_timeout: self
+                .handshake_timeout_secs
+                .map_or(d.handshake_timeout, Duration::from_secs),
+            idle_timeout: self
+                .idle_timeout_secs
+                .map_or(d.idle_timeout, Duration::from_secs),
+            initial_rtt: self
+                .initial_rtt_ms
+                .map_or(d.initial_rtt, Duration::from_millis),
+            congestion,
+            initial_window: self.initial_window.unwrap_or(d.initial_window),
+        };
+        link.apply(TransportSettings::default())
+            .validate()
+            .map_err(|e| ServeError::Option(format!("link settings: {e}")))?;
+        Ok(link)
+    }
 }
 
 /// Why the relay cannot serve.
@@ -194,6 +297,7 @@ impl ServeOptions {
             cache_size,
             upstream: file.upstream.clone(),
             cert: None,
+            link: file.link()?,
         })
     }
 
@@ -204,11 +308,11 @@ impl ServeOptions {
 
     /// The listener's settings: the transport's defaults with these options.
     pub fn transport_settings(&self) -> TransportSettings {
-        TransportSettings {
+        self.link.apply(TransportSettings {
             max_connections_per_peer: self.max_connections_per_device,
             udp_receive_buffer: (self.udp_receive_buffer > 0).then_some(self.udp_receive_buffer),
             ..TransportSettings::default()
-        }
+        })
     }
 }
 
@@ -297,7 +401,7 @@ pub async fn serve(
         }
     };
     let (stop_upstream, upstream) = match &opts.upstream {
-        Some(addr) => match start_upstream(&node, &identity, addr).await {
+        Some(addr) => match start_upstream(&node, &identity, addr, &opts.link).await {
             Ok((tx, task)) => (Some(tx), Some(task)),
             Err(e) => {
                 #[cfg(unix)]
@@ -416,6 +520,7 @@ async fn start_upstream(
     node: &Node,
     identity: &Identity,
     addr: &str,
+    link: &LinkOptions,
 ) -> Result<
     (
         tokio::sync::watch::Sender<bool>,
@@ -425,7 +530,7 @@ async fn start_upstream(
 > {
     let connector = fieldsync_transport::Connector::new(
         identity,
-        TransportSettings::default(),
+        link.apply(TransportSettings::default()),
         PeerPolicy::accept_any(),
     )?;
     let dialer = fieldsync_node::Dialer::resolving(
@@ -525,6 +630,48 @@ mod tests {
             ServeOptions::resolve(None, None, &zero),
             Err(ServeError::Option(m)) if m.contains("max_connections_per_device")
         ));
+    }
+
+    #[test]
+    fn link_settings_come_from_the_config_file_and_are_checked() {
+        let file: ConfigFile = toml::from_str(
+            "handshake_timeout_secs = 60\nidle_timeout_secs = 180\ninitial_rtt_ms = 1500\n\
+             congestion = \"BBR\"\ninitial_window = 12000\n",
+        )
+        .unwrap();
+        let opts = ServeOptions::resolve(None, None, &file).unwrap();
+        let s = opts.transport_settings();
+        assert_eq!(s.handshake_timeout, Duration::from_secs(60));
+        assert_eq!(s.idle_timeout, Duration::from_secs(180));
+        assert_eq!(s.initial_rtt, Duration::from_millis(1500));
+        assert_eq!(s.congestion, Congestion::Bbr);
+        assert_eq!(s.initial_window, 12_000);
+        assert!(s.validate().is_ok());
+        // The upstream connection gets them too; the rest stays the default.
+        let up = opts.link.apply(TransportSettings::default());
+        assert_eq!(up.handshake_timeout, Duration::from_secs(60));
+        assert_eq!(up.keep_alive, TransportSettings::default().keep_alive);
+
+        let defaults = ServeOptions::resolve(None, None, &ConfigFile::default()).unwrap();
+        assert_eq!(defaults.link, LinkOptions::default());
+        assert_eq!(
+            defaults.transport_settings().initial_window,
+            TransportSettings::default().initial_window
+        );
+
+        for (bad, named) in [
+            ("congestion = \"vegas\"", "congestion 'vegas'"),
+            ("handshake_timeout_secs = 0", "handshake timeouts"),
+            ("idle_timeout_secs = 8", "idle_timeout"),
+            ("initial_rtt_ms = 0", "initial_rtt"),
+            ("initial_window = 100", "initial_window"),
+        ] {
+            let file: ConfigFile = toml::from_str(bad).unwrap();
+            match ServeOptions::resolve(None, None, &file) {
+                Err(ServeError::Option(m)) => assert!(m.contains(named), "{bad}: {m}"),
+                other => panic!("{bad}: expected a named refusal, got {other:?}"),
+            }
+        }
     }
 
     #[test]

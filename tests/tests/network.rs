@@ -173,6 +173,47 @@ fn concurrent_offline_edits_merge_identically_on_headquarters_and_both_devices()
     assert!(serving.stop(), "the server stops cleanly on SIGTERM");
 }
 
+/// A relay tuned for a slow, long link in its config file (handshake
+/// timeout, idle timeout, initial round trip, congestion controller, initial
+/// window) serves devices as usual; a link setting that cannot work is
+/// refused when `serve` starts, with its name, before anything is bound.
+#[test]
+fn link_settings_from_the_config_file_serve_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = headquarters(&dir);
+    let config = dir.path().join("hf-relay.toml");
+    std::fs::write(
+        &config,
+        "handshake_timeout_secs = 60\nidle_timeout_secs = 180\ninitial_rtt_ms = 1500\n\
+         congestion = \"newreno\"\ninitial_window = 12000\n",
+    )
+    .unwrap();
+    let serving = hq.serve_with("127.0.0.1:0", &["--config", config.to_str().unwrap()]);
+    let relay = serving.addr.to_string();
+    let rome = device(&dir, &hq, "rome-laptop", "field", &relay);
+    let case = new_case(&rome, "Over the radio");
+    rome.run(&["sync"]).ok();
+    assert_eq!(hq_record(&hq, &case)["title"], "Over the radio");
+    drop(serving);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "idle_timeout_secs = 8\n").unwrap();
+    let refused = hq
+        .run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            bad.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        refused.stderr.contains("link settings") && refused.stderr.contains("idle_timeout"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[test]
 fn a_liaison_reads_but_its_writes_are_quarantined_at_headquarters() {
     let dir = tempfile::tempdir().unwrap();
