@@ -47,7 +47,17 @@ pub struct NodeConfig {
     /// Group commit: batches from all peers that arrive together are made
     /// durable by one fsync, before any of them is acknowledged.
     pub group_commit: bool,
+    /// Frames read and prepared but not yet handled by the engine, at most,
+    /// in KiB, over all connections (a prepared batch is held parsed: this
+    /// bounds the memory of what waits, however fast peers send). A reader
+    /// that finds no room hands over what it holds and stops reading until
+    /// the engine frees some; QUIC flow control then holds its peer. A
+    /// frame larger than the whole room waits until the room is empty.
+    pub queued_limit_kib: u32,
 }
+
+/// [`NodeConfig::queued_limit_kib`] by default: 32 MiB.
+pub const DEFAULT_QUEUED_KIB: u32 = 32 * 1024;
 
 impl NodeConfig {
     /// A configuration with the default window.
@@ -58,6 +68,7 @@ impl NodeConfig {
             hq,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             group_commit: true,
+            queued_limit_kib: DEFAULT_QUEUED_KIB,
         }
     }
 }

@@ -14,5 +14,8 @@ mod engine;
 mod node;
 
 pub use dial::{Backoff, DialEvent, Dialer};
-pub use engine::{ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEvent, NodeEventKind, now};
+pub use engine::{
+    ConnId, ConnOutcome, DEFAULT_QUEUED_KIB, Engine, Mode, NodeConfig, NodeEvent, NodeEventKind,
+    now,
+};
 pub use node::{Node, NodeStopped};

@@ -18,11 +18,6 @@ use crate::engine::{Cmd, ConnId, ConnOutcome, Engine, Mode, NodeConfig, NodeEven
 /// (backpressure on peers that send faster than the store commits).
 const INBOX: usize = 256;
 
-/// Frames read and prepared but not yet handled by the engine, at most, in
-/// KiB, over all connections (a prepared batch is held parsed: this bounds
-/// the memory of what waits, however fast peers send).
-const QUEUED_KIB: u32 = 32 * 1024;
-
 /// Events kept for slow subscribers before they start missing some.
 const EVENTS: usize = 1024;
 
@@ -64,8 +59,11 @@ pub struct Node {
     hq: PublicKey,
     /// Turns to prepare a large frame on the blocking pool.
     preparing: Arc<Semaphore>,
-    /// Room for frames waiting for the engine, in KiB ([`QUEUED_KIB`]).
+    /// Room for frames waiting for the engine, in KiB
+    /// ([`NodeConfig::queued_limit_kib`]).
     queued: Arc<Semaphore>,
+    /// The size of that room.
+    queued_limit: u32,
     /// Turns true once the engine thread has ended and dropped the store.
     stopped: tokio::sync::watch::Receiver<bool>,
 }
@@ -84,6 +82,7 @@ impl Node {
     pub fn start(store: Store, cfg: NodeConfig) -> Result<Self, std::io::Error> {
         let device = store.device().id();
         let hq = cfg.hq;
+        let queued_limit = cfg.queued_limit_kib.max(1);
         let (inbox, rx) = mpsc::channel(INBOX);
         let (events, _) = broadcast::channel(EVENTS);
         let engine = Engine::new(Arc::new(store), cfg, events.clone());
@@ -102,7 +101,8 @@ impl Node {
             device,
             hq,
             preparing: Arc::new(Semaphore::new(prepare_slots())),
-            queued: Arc::new(Semaphore::new(QUEUED_KIB as usize)),
+            queued: Arc::new(Semaphore::new(queued_limit as usize)),
+            queued_limit,
             stopped,
         })
     }
@@ -110,6 +110,13 @@ impl Node {
     /// This node's device id.
     pub fn device(&self) -> DeviceId {
         self.device
+    }
+
+    /// KiB of frames read and prepared that wait for the engine now, over
+    /// all connections; at most [`NodeConfig::queued_limit_kib`].
+    pub fn queued_kib(&self) -> u32 {
+        let free = u32::try_from(self.queued.available_permits()).unwrap_or(u32::MAX);
+        self.queued_limit.saturating_sub(free)
     }
 
     /// Events of every connection from now on.
@@ -179,7 +186,7 @@ impl Node {
             &self.inbox,
             &received,
             self.hq,
-            (&self.preparing, &self.queued),
+            (&self.preparing, &self.queued, self.queued_limit),
         );
         tokio::pin!(reading);
         let mut outcome = None;
@@ -218,7 +225,7 @@ async fn read_loop(
     inbox: &mpsc::Sender<Cmd>,
     received: &AtomicU64,
     hq: PublicKey,
-    (preparing, queued): (&Semaphore, &Arc<Semaphore>),
+    (preparing, queued, limit): (&Semaphore, &Arc<Semaphore>, u32),
 ) -> Result<(), TransportError> {
     let mut decoder = FrameDecoder::new();
     let mut broken = false;
@@ -245,8 +252,8 @@ async fn read_loop(
                 }
             };
             let kib = u32::try_from(frame.len().div_ceil(1024))
-                .unwrap_or(QUEUED_KIB)
-                .clamp(1, QUEUED_KIB);
+                .unwrap_or(limit)
+                .clamp(1, limit);
             let permit = match Arc::clone(queued).try_acquire_many_owned(kib) {
                 Ok(p) => p,
                 Err(_) => {

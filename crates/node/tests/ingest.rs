@@ -3,7 +3,9 @@
 //! and stored by the engine; the live sessions are told the log grew once
 //! for many batches, yet a live reader gets every change and a live
 //! device that may read none of them still ends with its cursor at the
-//! relay's head.
+//! relay's head. And with a tiny room for frames waiting for a stalled
+//! engine, readers wait their turn, the room is never overrun, and nothing
+//! is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -28,6 +30,17 @@ struct Peer {
 }
 
 fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, units: &[&str]) -> Peer {
+    peer_with(dir, hq, seed, role, units, |c| c)
+}
+
+fn peer_with(
+    dir: &TempDir,
+    hq: &HqRoot,
+    seed: u8,
+    role: Role,
+    units: &[&str],
+    config: impl FnOnce(NodeConfig) -> NodeConfig,
+) -> Peer {
     let store = Store::create(
         &dir.path().join(format!("node-{seed}.redb")),
         NewDevice {
@@ -69,7 +82,7 @@ fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, units: &[&str]) -> Pee
         NodeRole::Device
     };
     let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
-    let node = Node::start(store, NodeConfig::new(node_role, cert, hq.public())).unwrap();
+    let node = Node::start(store, config(NodeConfig::new(node_role, cert, hq.public()))).unwrap();
     Peer { node, identity }
 }
 
@@ -216,5 +229,68 @@ async fn concurrent_pushes_reach_live_readers_and_move_everyone_s_cursor() {
     for l in live {
         let out = l.await.unwrap();
         assert!(out.synced, "{out:?}");
+    }
+}
+
+/// The room for frames waiting for the engine (`queued_limit_kib`, 32 MiB
+/// by default) set to 4 KiB, smaller than the batches: while the engine is
+/// held up, the readers fill the room and wait (never past it), and once it
+/// runs again every push completes and the room empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_queue_holds_readers_back_and_loses_nothing() {
+    const ROOM: u32 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let hq = HqRoot::from_secret(SecretKey::from_seed(&[203; 32]));
+    let relay = peer_with(&dir, &hq, 1, Role::Relay, &["general"], |c| NodeConfig {
+        queued_limit_kib: ROOM,
+        ..c
+    });
+    let addr = serve(&relay).await;
+    let mut pushers = Vec::new();
+    for seed in 20..20 + PUSHERS {
+        let p = peer(&dir, &hq, seed, Role::Field, &["general"]);
+        write(&p, seed, "general").await;
+        pushers.push(p);
+    }
+
+    // Hold the engine up; the connections' readers keep reading meanwhile.
+    let stall = relay.node.clone();
+    let stalled = tokio::spawn(async move {
+        stall
+            .with_engine(|_| std::thread::sleep(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+    });
+    let pushes: Vec<_> = pushers
+        .iter()
+        .map(|p| {
+            let c = connector(p);
+            let node = p.node.clone();
+            tokio::spawn(async move {
+                let conn = c.connect(addr).await.unwrap();
+                node.run_connection(conn, Mode::UntilSynced).await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while !stalled.is_finished() {
+        most = most.max(relay.node.queued_kib());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(most, ROOM, "the readers filled the room, and no more");
+
+    for push in pushes {
+        let out = tokio::time::timeout(Duration::from_secs(60), push)
+            .await
+            .expect("a push finished in time")
+            .unwrap();
+        assert!(out.synced, "{out:?}");
+    }
+    let total = u64::from(PUSHERS) * (3 + EDITS as u64);
+    assert_eq!(log_head(&relay).await, total);
+    assert_eq!(relay.node.queued_kib(), 0);
+    assert_eq!(fieldsync_node::DEFAULT_QUEUED_KIB, 32 * 1024);
+    for p in pushers.iter().chain([&relay]) {
+        p.node.shutdown().await;
     }
 }
