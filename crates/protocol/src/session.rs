@@ -33,7 +33,8 @@ use fieldsync_identity::{
     Timestamp, WipeOrder, decode_signed,
 };
 use fieldsync_store::{
-    BundleError, Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoredReceipt,
+    BundleError, Cursor, Ingest, IngestReport, PeerRecord, QuarantineEntry, Store, StoreKind,
+    StoredReceipt,
 };
 
 use crate::authority::Authority;
@@ -279,14 +280,21 @@ fn ingest_or_quarantine(
     now: Timestamp,
     deferred: bool,
 ) -> Result<(IngestReport, Option<SessionError>), SessionError> {
+    let store_once = |ingest: Ingest| {
+        if deferred {
+            store.ingest_deferred(ingest, now)
+        } else {
+            store.ingest(ingest, now)
+        }
+    };
+    // A relay stores changes by their headers and never applies them, so
+    // no Automerge refusal can call for a second try: no copy to keep.
+    if store.kind() == StoreKind::Relay {
+        return Ok((store_once(ingest)?, None));
+    }
     let mut refused = None;
     for _ in 0..=ingest.cases.len() {
-        let result = if deferred {
-            store.ingest_deferred(ingest.clone(), now)
-        } else {
-            store.ingest(ingest.clone(), now)
-        };
-        match result {
+        match store_once(ingest.clone()) {
             Err(BundleError::Apply { case, error }) => {
                 let Some(at) = ingest
                     .cases
