@@ -13,8 +13,10 @@
 //!
 //! Automerge reads operations lazily from the change's columns; this scan
 //! reads only the action column: the chunk header, the column directory and
-//! one run-length encoded column of small integers, at a cost of tens of
-//! nanoseconds per change. Anything it cannot read is refused, never passed on.
+//! one run-length encoded column of small integers: with the other checks
+//! of `parse_change`, 1.08× the cost of Automerge's own parse
+//! (`cargo bench -p fieldsync-case --bench guard`). Anything it cannot read
+//! is refused, never passed on.
 
 use crate::error::ChangeError;
 

@@ -53,6 +53,7 @@ pub struct NodeConfig {
     /// that finds no room hands over what it holds and stops reading until
     /// the engine frees some; QUIC flow control then holds its peer. A
     /// frame larger than the whole room waits until the room is empty.
+    /// At least 1 (0 is taken as 1).
     pub queued_limit_kib: u32,
 }
 
