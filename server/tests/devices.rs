@@ -13,17 +13,21 @@ fn t(s: i64) -> Timestamp {
     Timestamp::from_millis(1_790_000_000_000 + s * 1000)
 }
 
-/// A relay store holding the first change of a case and, from its author,
-/// two different changes both numbered 2.
-fn relay_with_an_equivocation(author: &SecretKey, case: CaseId) -> Store {
-    let relay = Store::create_in_memory(NewDevice {
+fn empty_relay() -> Store {
+    Store::create_in_memory(NewDevice {
         seed: [9; 32],
         name: "relay",
         epoch: [9; 16],
         now: t(0),
         kind: StoreKind::Relay,
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// A relay store holding the first change of a case and, from its author,
+/// two different changes both numbered 2.
+fn relay_with_an_equivocation(author: &SecretKey, case: CaseId) -> Store {
+    let relay = empty_relay();
     let id = DeviceId::from_public_key(author.public());
     let genesis = new_genesis(
         case,
@@ -105,14 +109,7 @@ fn devices_show_an_equivocating_device_and_what_to_do() {
 
 #[test]
 fn devices_without_equivocations_say_nothing_of_them() {
-    let relay = Store::create_in_memory(NewDevice {
-        seed: [9; 32],
-        name: "relay",
-        epoch: [9; 16],
-        now: t(0),
-        kind: StoreKind::Relay,
-    })
-    .unwrap();
+    let relay = empty_relay();
     let dir = tempfile::tempdir().unwrap();
     let hq = SecretKey::from_seed(&[1; 32]).public();
     let ctx = AdminContext::new(&relay, DataDir::new(dir.path()), hq, None);

@@ -149,6 +149,34 @@ async fn write(p: &Peer, seed: u8, unit: &'static str) {
         .unwrap();
 }
 
+/// Each of `pushers` connects to `addr` and syncs until both logs are exchanged.
+fn push_all(
+    pushers: &[Peer],
+    addr: SocketAddr,
+) -> Vec<tokio::task::JoinHandle<fieldsync_node::ConnOutcome>> {
+    pushers
+        .iter()
+        .map(|p| {
+            let c = connector(p);
+            let node = p.node.clone();
+            tokio::spawn(async move {
+                let conn = c.connect(addr).await.unwrap();
+                node.run_connection(conn, Mode::UntilSynced).await
+            })
+        })
+        .collect()
+}
+
+async fn all_synced(pushes: Vec<tokio::task::JoinHandle<fieldsync_node::ConnOutcome>>) {
+    for push in pushes {
+        let out = tokio::time::timeout(Duration::from_secs(60), push)
+            .await
+            .expect("a push finished in time")
+            .unwrap();
+        assert!(out.synced, "{out:?}");
+    }
+}
+
 async fn log_head(p: &Peer) -> u64 {
     p.node
         .with_engine(|e| e.store().log_head().unwrap())
@@ -182,24 +210,8 @@ async fn concurrent_pushes_reach_live_readers_and_move_everyone_s_cursor() {
         write(&p, seed, "general").await;
         pushers.push(p);
     }
-    let pushes: Vec<_> = pushers
-        .iter()
-        .map(|p| {
-            let c = connector(p);
-            let node = p.node.clone();
-            tokio::spawn(async move {
-                let conn = c.connect(addr).await.unwrap();
-                node.run_connection(conn, Mode::UntilSynced).await
-            })
-        })
-        .collect();
-    for push in pushes {
-        let out = tokio::time::timeout(Duration::from_secs(60), push)
-            .await
-            .expect("a push finished in time")
-            .unwrap();
-        assert!(out.synced, "{out:?}");
-    }
+    let pushes = push_all(&pushers, addr);
+    all_synced(pushes).await;
     let total = u64::from(PUSHERS) * (3 + EDITS as u64);
     assert_eq!(log_head(&relay).await, total);
 
@@ -261,17 +273,7 @@ async fn a_small_queue_holds_readers_back_and_loses_nothing() {
             .await
             .unwrap();
     });
-    let pushes: Vec<_> = pushers
-        .iter()
-        .map(|p| {
-            let c = connector(p);
-            let node = p.node.clone();
-            tokio::spawn(async move {
-                let conn = c.connect(addr).await.unwrap();
-                node.run_connection(conn, Mode::UntilSynced).await
-            })
-        })
-        .collect();
+    let pushes = push_all(&pushers, addr);
     let mut most = 0;
     while !stalled.is_finished() {
         most = most.max(relay.node.queued_kib());
@@ -279,13 +281,7 @@ async fn a_small_queue_holds_readers_back_and_loses_nothing() {
     }
     assert_eq!(most, ROOM, "the readers filled the room, and no more");
 
-    for push in pushes {
-        let out = tokio::time::timeout(Duration::from_secs(60), push)
-            .await
-            .expect("a push finished in time")
-            .unwrap();
-        assert!(out.synced, "{out:?}");
-    }
+    all_synced(pushes).await;
     let total = u64::from(PUSHERS) * (3 + EDITS as u64);
     assert_eq!(log_head(&relay).await, total);
     assert_eq!(relay.node.queued_kib(), 0);

@@ -296,6 +296,42 @@ fn changes_of(n: &Node, case: &CaseId) -> Vec<automerge::Change> {
         .collect()
 }
 
+/// An Automerge document of `a`'s actor holding `changes`: for making
+/// changes the case API would refuse to make.
+fn raw_doc(a: &Node, changes: Vec<automerge::Change>) -> automerge::AutoCommit {
+    let mut doc = automerge::AutoCommit::new()
+        .with_actor(automerge::ActorId::from(a.id().actor(0).to_bytes()));
+    doc.apply_changes(changes).unwrap();
+    doc
+}
+
+/// Signs `change` with `a`'s real key and sends it, alone, as `a`'s next
+/// batch to the relay: its verdict and close code.
+fn send_signed(
+    a: &Node,
+    hq: &Node,
+    now: Timestamp,
+    case: CaseId,
+    counter: u64,
+    change: automerge::Change,
+) -> (SessionError, CloseCode) {
+    let env = encode_change(
+        sign(payload_for_local(case, counter, change), &a.key)
+            .unwrap()
+            .as_signed(),
+    );
+    send_tampered(
+        a,
+        hq,
+        now,
+        |_| {},
+        |b| {
+            b.changes = vec![env];
+            b.through = a.store.log_head().unwrap();
+        },
+    )
+}
+
 // ---- 1. bad signature ----
 
 /// See also `sessions.rs`: `a_forged_change_closes_the_session_and_stores_nothing`.
@@ -477,9 +513,7 @@ fn a_change_holding_rich_text_marks() {
     sync(&a, &hq, t(2));
     let before = state(&hq, &[&a]);
     let first = changes_of(&a, &case).remove(0);
-    let mut doc = automerge::AutoCommit::new()
-        .with_actor(automerge::ActorId::from(a.id().actor(0).to_bytes()));
-    doc.apply_changes(vec![first.clone()]).unwrap();
+    let mut doc = raw_doc(&a, vec![first.clone()]);
     let text = doc
         .put_object(automerge::ROOT, "scratch", automerge::ObjType::Text)
         .unwrap();
@@ -492,21 +526,7 @@ fn a_change_holding_rich_text_marks() {
     .unwrap();
     doc.commit();
     let marked = doc.get_changes(&[first.hash()]).remove(0);
-    let envelope = encode_change(
-        sign(payload_for_local(case, 9, marked), &a.key)
-            .unwrap()
-            .as_signed(),
-    );
-    let (err, code) = send_tampered(
-        &a,
-        &hq,
-        t(3),
-        |_| {},
-        |b| {
-            b.changes = vec![envelope];
-            b.through = a.store.log_head().unwrap();
-        },
-    );
+    let (err, code) = send_signed(&a, &hq, t(3), case, 9, marked);
     assert!(
         matches!(&err, SessionError::Forgery(m) if m.contains("rich-text marks")),
         "{err}"
@@ -526,10 +546,7 @@ fn change_over_the_size_limit() {
     sync(&a, &hq, t(2));
     let before = state(&hq, &[&a]);
     // Made with Automerge directly, signed by A's real key.
-    let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(
-        a.id().actor(0).to_bytes().as_slice(),
-    ));
-    doc.apply_changes(changes_of(&a, &case)).unwrap();
+    let mut doc = raw_doc(&a, changes_of(&a, &case));
     let blob: Vec<u8> = (0..MAX_CHANGE_LEN + 4096)
         .map(|i| (i * 7919 % 251) as u8)
         .collect();
@@ -537,21 +554,7 @@ fn change_over_the_size_limit() {
     doc.commit();
     let big = doc.get_last_local_change().unwrap();
     assert!(big.raw_bytes().len() > MAX_CHANGE_LEN);
-    let env = encode_change(
-        sign(payload_for_local(case, 50, big), &a.key)
-            .unwrap()
-            .as_signed(),
-    );
-    let (err, code) = send_tampered(
-        &a,
-        &hq,
-        t(3),
-        |_| {},
-        |b| {
-            b.changes = vec![env];
-            b.through = a.store.log_head().unwrap();
-        },
-    );
+    let (err, code) = send_signed(&a, &hq, t(3), case, 50, big);
     assert!(
         matches!(&err, SessionError::Limit(m) if m.contains("change too large")),
         "{err}"
