@@ -665,6 +665,11 @@ mod tests {
             ("idle_timeout_secs = 8", "idle_timeout"),
             ("initial_rtt_ms = 0", "initial_rtt"),
             ("initial_window = 100", "initial_window"),
+            (
+                "handshake_timeout_secs = 18446744073709551615",
+                "at most a day",
+            ),
+            ("initial_rtt_ms = 3600000", "initial_rtt"),
         ] {
             let file: ConfigFile = toml::from_str(bad).unwrap();
             match ServeOptions::resolve(None, None, &file) {

@@ -132,6 +132,12 @@ impl Default for TransportSettings {
     }
 }
 
+/// The longest timer accepted: deadlines are instants, which a timeout of
+/// centuries would overflow.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// The largest initial round-trip estimate accepted.
+const MAX_INITIAL_RTT: Duration = Duration::from_secs(60);
+
 impl TransportSettings {
     /// Checks that the timers fit together.
     pub fn validate(&self) -> Result<(), TransportError> {
@@ -139,14 +145,26 @@ impl TransportSettings {
         if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout / 2 {
             return bad("keep_alive must be non-zero and less than half of idle_timeout");
         }
-        if self.initial_rtt.is_zero() {
-            return bad("initial_rtt must be non-zero");
+        if self.initial_rtt.is_zero() || self.initial_rtt > MAX_INITIAL_RTT {
+            return bad("initial_rtt must be non-zero and at most a minute");
         }
         if self.quic_connect_timeout.is_zero()
             || self.tcp_connect_timeout.is_zero()
             || self.handshake_timeout.is_zero()
         {
             return bad("connect and handshake timeouts must be non-zero");
+        }
+        if [
+            self.keep_alive,
+            self.idle_timeout,
+            self.quic_connect_timeout,
+            self.tcp_connect_timeout,
+            self.handshake_timeout,
+        ]
+        .iter()
+        .any(|t| *t > MAX_TIMER)
+        {
+            return bad("timeouts must be at most a day");
         }
         if self.max_concurrent_bidi_streams == 0 {
             return bad("max_concurrent_bidi_streams must be at least 1 (the session stream)");
@@ -230,6 +248,18 @@ mod tests {
             },
             TransportSettings {
                 initial_window: 64 * 1024 * 1024,
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                handshake_timeout: Duration::from_secs(u64::MAX),
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                idle_timeout: Duration::from_secs(2 * 24 * 3600),
+                ..TransportSettings::default()
+            },
+            TransportSettings {
+                initial_rtt: Duration::from_secs(61),
                 ..TransportSettings::default()
             },
         ] {
