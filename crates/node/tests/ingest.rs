@@ -8,32 +8,28 @@
 //! is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Grant, Peer, connector, peer_with, serve};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use fieldsync_case::{CaseKind, Field};
-use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, HqRoot, Role, SecretKey, Timestamp,
-};
-use fieldsync_node::{Mode, Node, NodeConfig, now};
-use fieldsync_protocol::NodeRole;
-use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
-use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use fieldsync_identity::{CaseId, HqRoot, Role, SecretKey};
+use fieldsync_node::{Mode, NodeConfig, now};
+use fieldsync_store::NewCase;
 use tempfile::TempDir;
 
 const PUSHERS: u8 = 6;
 const EDITS: usize = 12;
 
-struct Peer {
-    node: Node,
-    identity: Identity,
-}
-
 fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, units: &[&str]) -> Peer {
-    peer_with(dir, hq, seed, role, units, |c| c)
+    peer_with_config(dir, hq, seed, role, units, |c| c)
 }
 
-fn peer_with(
+/// A peer of `units` (a relay reads them and writes none).
+fn peer_with_config(
     dir: &TempDir,
     hq: &HqRoot,
     seed: u8,
@@ -41,78 +37,13 @@ fn peer_with(
     units: &[&str],
     config: impl FnOnce(NodeConfig) -> NodeConfig,
 ) -> Peer {
-    let store = Store::create(
-        &dir.path().join(format!("node-{seed}.redb")),
-        NewDevice {
-            seed: [seed; 32],
-            name: &format!("node-{seed}"),
-            epoch: [seed; 16],
-            now: now(),
-            kind: if role == Role::Relay {
-                StoreKind::Relay
-            } else {
-                StoreKind::Device
-            },
-        },
-    )
-    .unwrap();
-    let units: Vec<Compartment> = units.iter().map(|u| Compartment::new(u).unwrap()).collect();
-    let cert = hq
-        .issue(CertificateBody {
-            version: CERTIFICATE_VERSION,
-            serial: u64::from(seed),
-            issuer: hq.public(),
-            device: store.device().id(),
-            name: format!("node-{seed}"),
-            office: "rome".into(),
-            role,
-            read: units.clone(),
-            write: if role == Role::Relay {
-                Vec::new()
-            } else {
-                units
-            },
-            not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
-            not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
-        })
-        .unwrap();
-    let node_role = if role == Role::Relay {
-        NodeRole::Relay
-    } else {
-        NodeRole::Device
+    let grant = Grant {
+        role,
+        office: "rome",
+        read: units,
+        write: if role == Role::Relay { &[] } else { units },
     };
-    let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
-    let node = Node::start(store, config(NodeConfig::new(node_role, cert, hq.public()))).unwrap();
-    Peer { node, identity }
-}
-
-async fn serve(relay: &Peer) -> SocketAddr {
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &relay.identity,
-        &TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .await
-    .unwrap();
-    let addr = listener.local_addr();
-    let node = relay.node.clone();
-    tokio::spawn(async move {
-        while let Ok(conn) = listener.accept().await {
-            let node = node.clone();
-            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
-        }
-    });
-    addr
-}
-
-fn connector(p: &Peer) -> Connector {
-    Connector::new(
-        &p.identity,
-        TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .unwrap()
+    peer_with(dir, hq, seed, grant, config)
 }
 
 /// Three cases of `unit` on `p` (ids from `seed`), with `EDITS` edits between them.
@@ -253,7 +184,7 @@ async fn a_small_queue_holds_readers_back_and_loses_nothing() {
     const ROOM: u32 = 4;
     let dir = tempfile::tempdir().unwrap();
     let hq = HqRoot::from_secret(SecretKey::from_seed(&[203; 32]));
-    let relay = peer_with(&dir, &hq, 1, Role::Relay, &["general"], |c| NodeConfig {
+    let relay = peer_with_config(&dir, &hq, 1, Role::Relay, &["general"], |c| NodeConfig {
         queued_limit_kib: ROOM,
         ..c
     });

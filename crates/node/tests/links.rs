@@ -2,119 +2,38 @@
 //! devices converge, live changes flow, a revoked device is told why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Grant, Peer, connector, peer_with, serve};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use fieldsync_case::{CaseKind, Field};
-use fieldsync_identity::{
-    CERTIFICATE_VERSION, CaseId, CertificateBody, Compartment, DeviceCertificate, HQ_OFFICE,
-    HqRoot, Revocation, Role, SecretKey, Timestamp,
-};
-use fieldsync_node::{Mode, Node, NodeConfig, NodeEventKind, now};
-use fieldsync_protocol::{Event, NodeRole};
-use fieldsync_store::{NewCase, NewDevice, Store, StoreKind};
-use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use fieldsync_identity::{CaseId, HQ_OFFICE, HqRoot, Revocation, Role, SecretKey};
+use fieldsync_node::{Mode, NodeEventKind, now};
+use fieldsync_protocol::Event;
+use fieldsync_store::NewCase;
 use tempfile::TempDir;
-
-struct Peer {
-    node: Node,
-    identity: Identity,
-    cert: DeviceCertificate,
-}
-
-fn issue_at(
-    hq: &HqRoot,
-    store: &Store,
-    serial: u64,
-    role: Role,
-    office: &str,
-) -> DeviceCertificate {
-    let general = vec![Compartment::new("general").unwrap()];
-    let write = if role == Role::Liaison {
-        vec![]
-    } else {
-        general.clone()
-    };
-    hq.issue(CertificateBody {
-        version: CERTIFICATE_VERSION,
-        serial,
-        issuer: hq.public(),
-        device: store.device().id(),
-        name: format!("node-{serial}"),
-        office: office.into(),
-        role,
-        read: general,
-        write,
-        not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
-        not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
-    })
-    .unwrap()
-}
 
 fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role) -> Peer {
     peer_at(dir, hq, seed, role, "rome")
 }
 
+/// A peer that reads and writes `general` (a liaison only reads).
 fn peer_at(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, office: &str) -> Peer {
-    let kind = if role == Role::Relay {
-        StoreKind::Relay
+    let write: &[&str] = if role == Role::Liaison {
+        &[]
     } else {
-        StoreKind::Device
+        &["general"]
     };
-    let store = Store::create(
-        &dir.path().join(format!("node-{seed}.redb")),
-        NewDevice {
-            seed: [seed; 32],
-            name: &format!("node-{seed}"),
-            epoch: [seed; 16],
-            now: now(),
-            kind,
-        },
-    )
-    .unwrap();
-    let cert = issue_at(hq, &store, u64::from(seed), role, office);
-    let node_role = if role == Role::Relay {
-        NodeRole::Relay
-    } else {
-        NodeRole::Device
+    let grant = Grant {
+        role,
+        office,
+        read: &["general"],
+        write,
     };
-    let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
-    let node = Node::start(store, NodeConfig::new(node_role, cert.clone(), hq.public())).unwrap();
-    Peer {
-        node,
-        identity,
-        cert,
-    }
-}
-
-/// Serves `relay` on a loopback port, every connection a live session.
-async fn serve(relay: &Peer) -> SocketAddr {
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &relay.identity,
-        &TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .await
-    .unwrap();
-    let addr = listener.local_addr();
-    let node = relay.node.clone();
-    tokio::spawn(async move {
-        while let Ok(conn) = listener.accept().await {
-            let node = node.clone();
-            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
-        }
-    });
-    addr
-}
-
-fn connector(p: &Peer) -> Connector {
-    Connector::new(
-        &p.identity,
-        TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .unwrap()
+    peer_with(dir, hq, seed, grant, |c| c)
 }
 
 async fn new_case(p: &Peer, id: u8, title: &'static str) -> CaseId {

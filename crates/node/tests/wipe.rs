@@ -4,104 +4,34 @@
 //! revoked device still gets its order before it is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Grant, Peer, connector, peer_with, serve};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fieldsync_identity::{
-    CERTIFICATE_VERSION, CertificateBody, Compartment, DeviceCertificate, HQ_OFFICE, HqRoot,
-    Revocation, Role, SecretKey, Timestamp, WipeOrder,
-};
-use fieldsync_node::{ConnOutcome, Mode, Node, NodeConfig, NodeEvent, NodeEventKind, now};
-use fieldsync_protocol::{Event, NodeRole};
-use fieldsync_store::{NewDevice, Store, StoreKind};
-use fieldsync_transport::{Connector, Identity, Listener, PeerPolicy, TransportSettings};
+use fieldsync_identity::{HQ_OFFICE, HqRoot, Revocation, Role, SecretKey, WipeOrder};
+use fieldsync_node::{ConnOutcome, Mode, NodeEvent, NodeEventKind, now};
+use fieldsync_protocol::Event;
 use tempfile::TempDir;
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Peer {
-    node: Node,
-    identity: Identity,
-    cert: DeviceCertificate,
-}
-
 fn peer(dir: &TempDir, hq: &HqRoot, seed: u8, role: Role, office: &str) -> Peer {
-    let kind = if role == Role::Relay {
-        StoreKind::Relay
-    } else {
-        StoreKind::Device
+    let grant = Grant {
+        role,
+        office,
+        read: &["general"],
+        write: &["general"],
     };
-    let store = Store::create(
-        &dir.path().join(format!("node-{seed}.redb")),
-        NewDevice {
-            seed: [seed; 32],
-            name: &format!("node-{seed}"),
-            epoch: [seed; 16],
-            now: now(),
-            kind,
-        },
-    )
-    .unwrap();
-    let general = vec![Compartment::new("general").unwrap()];
-    let cert = hq
-        .issue(CertificateBody {
-            version: CERTIFICATE_VERSION,
-            serial: u64::from(seed),
-            issuer: hq.public(),
-            device: store.device().id(),
-            name: format!("node-{seed}"),
-            office: office.into(),
-            role,
-            read: general.clone(),
-            write: general,
-            not_before: Timestamp::from_millis(now().as_millis() - 3_600_000),
-            not_after: Timestamp::from_millis(now().as_millis() + 86_400_000),
-        })
-        .unwrap();
-    let node_role = if role == Role::Relay {
-        NodeRole::Relay
-    } else {
-        NodeRole::Device
-    };
-    let identity = Identity::new(&SecretKey::from_seed(&[seed; 32])).unwrap();
-    let node = Node::start(store, NodeConfig::new(node_role, cert.clone(), hq.public())).unwrap();
-    Peer {
-        node,
-        identity,
-        cert,
-    }
-}
-
-async fn serve(relay: &Peer) -> SocketAddr {
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &relay.identity,
-        &TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .await
-    .unwrap();
-    let addr = listener.local_addr();
-    let node = relay.node.clone();
-    tokio::spawn(async move {
-        while let Ok(conn) = listener.accept().await {
-            let node = node.clone();
-            tokio::spawn(async move { node.run_connection(conn, Mode::Live).await });
-        }
-    });
-    addr
+    peer_with(dir, hq, seed, grant, |c| c)
 }
 
 /// Opens a session from `p` to `addr` in the background.
 async fn connect(p: &Peer, addr: SocketAddr, mode: Mode) -> tokio::task::JoinHandle<ConnOutcome> {
-    let connector = Connector::new(
-        &p.identity,
-        TransportSettings::default(),
-        PeerPolicy::accept_any(),
-    )
-    .unwrap();
-    let conn = connector.connect(addr).await.unwrap();
+    let conn = connector(p).connect(addr).await.unwrap();
     let node = p.node.clone();
     tokio::spawn(async move { node.run_connection(conn, mode).await })
 }
